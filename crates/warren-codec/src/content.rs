@@ -1,0 +1,238 @@
+//! Content headers: kept as the publisher's raw bytes, with the few properties the
+//! broker acts on (delivery mode, priority, expiration, headers) read out once.
+//!
+//! Passing the raw bytes through keeps header order and every value exactly as the
+//! publisher wrote them (amq-protocol's `FieldTable` is a `BTreeMap` and would sort
+//! them), and costs nothing per delivery.
+
+use amq_protocol::protocol::basic::{parse_properties, AMQPProperties};
+use amq_protocol::types::FieldTable;
+use bytes::Bytes;
+
+use crate::table_guard::{check_table, TableShapeError};
+
+const FLAG_CONTENT_TYPE: u16 = 1 << 15;
+const FLAG_CONTENT_ENCODING: u16 = 1 << 14;
+const FLAG_HEADERS: u16 = 1 << 13;
+const FLAG_DELIVERY_MODE: u16 = 1 << 12;
+const FLAG_PRIORITY: u16 = 1 << 11;
+const FLAG_CORRELATION_ID: u16 = 1 << 10;
+const FLAG_REPLY_TO: u16 = 1 << 9;
+const FLAG_EXPIRATION: u16 = 1 << 8;
+const FLAG_MESSAGE_ID: u16 = 1 << 7;
+const FLAG_TIMESTAMP: u16 = 1 << 6;
+const FLAG_TYPE: u16 = 1 << 5;
+const FLAG_USER_ID: u16 = 1 << 4;
+const FLAG_APP_ID: u16 = 1 << 3;
+const FLAG_CLUSTER_ID: u16 = 1 << 2;
+
+/// Why a content header was refused.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ContentHeaderError {
+    Malformed,
+    TooDeep,
+}
+
+impl From<TableShapeError> for ContentHeaderError {
+    fn from(e: TableShapeError) -> Self {
+        match e {
+            TableShapeError::TooDeep => ContentHeaderError::TooDeep,
+            TableShapeError::Malformed => ContentHeaderError::Malformed,
+        }
+    }
+}
+
+/// A validated content header frame payload.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ContentHeader {
+    /// The whole header frame payload as received (class, weight, size, properties).
+    pub raw: Bytes,
+    pub class_id: u16,
+    pub body_size: u64,
+    pub delivery_mode: Option<u8>,
+    pub priority: Option<u8>,
+    /// Byte range of the `expiration` short string's text inside `raw`.
+    expiration: Option<(usize, usize)>,
+    /// Byte range of the `user_id` short string's text inside `raw`.
+    user_id: Option<(usize, usize)>,
+    /// Whether a `headers` table is present (CC/BCC and the headers exchange need it).
+    pub has_headers: bool,
+}
+
+impl ContentHeader {
+    /// Validate a header frame payload and read out what routing and queues need.
+    pub fn parse(raw: Bytes) -> Result<ContentHeader, ContentHeaderError> {
+        let d = &raw[..];
+        if d.len() < 14 {
+            return Err(ContentHeaderError::Malformed);
+        }
+        let class_id = u16::from_be_bytes([d[0], d[1]]);
+        let body_size = u64::from_be_bytes([d[4], d[5], d[6], d[7], d[8], d[9], d[10], d[11]]);
+        let flags = u16::from_be_bytes([d[12], d[13]]);
+        // Bit 0 would announce a second flag word; basic has only 14 properties.
+        if flags & 0b11 != 0 {
+            return Err(ContentHeaderError::Malformed);
+        }
+        let mut pos = 14usize;
+        let mut header = ContentHeader {
+            raw: Bytes::new(),
+            class_id,
+            body_size,
+            delivery_mode: None,
+            priority: None,
+            expiration: None,
+            user_id: None,
+            has_headers: flags & FLAG_HEADERS != 0,
+        };
+        let short = |pos: &mut usize| -> Result<(usize, usize), ContentHeaderError> {
+            let n = *d.get(*pos).ok_or(ContentHeaderError::Malformed)? as usize;
+            let start = *pos + 1;
+            let end = start + n;
+            if end > d.len() || std::str::from_utf8(&d[start..end]).is_err() {
+                return Err(ContentHeaderError::Malformed);
+            }
+            *pos = end;
+            Ok((start, end))
+        };
+        let octet = |pos: &mut usize| -> Result<u8, ContentHeaderError> {
+            let b = *d.get(*pos).ok_or(ContentHeaderError::Malformed)?;
+            *pos += 1;
+            Ok(b)
+        };
+        if flags & FLAG_CONTENT_TYPE != 0 {
+            short(&mut pos)?;
+        }
+        if flags & FLAG_CONTENT_ENCODING != 0 {
+            short(&mut pos)?;
+        }
+        if flags & FLAG_HEADERS != 0 {
+            pos += check_table(d.get(pos..).ok_or(ContentHeaderError::Malformed)?)?;
+        }
+        if flags & FLAG_DELIVERY_MODE != 0 {
+            header.delivery_mode = Some(octet(&mut pos)?);
+        }
+        if flags & FLAG_PRIORITY != 0 {
+            header.priority = Some(octet(&mut pos)?);
+        }
+        if flags & FLAG_CORRELATION_ID != 0 {
+            short(&mut pos)?;
+        }
+        if flags & FLAG_REPLY_TO != 0 {
+            short(&mut pos)?;
+        }
+        if flags & FLAG_EXPIRATION != 0 {
+            header.expiration = Some(short(&mut pos)?);
+        }
+        if flags & FLAG_MESSAGE_ID != 0 {
+            short(&mut pos)?;
+        }
+        if flags & FLAG_TIMESTAMP != 0 {
+            pos += 8;
+        }
+        if flags & FLAG_TYPE != 0 {
+            short(&mut pos)?;
+        }
+        if flags & FLAG_USER_ID != 0 {
+            header.user_id = Some(short(&mut pos)?);
+        }
+        if flags & FLAG_APP_ID != 0 {
+            short(&mut pos)?;
+        }
+        if flags & FLAG_CLUSTER_ID != 0 {
+            short(&mut pos)?;
+        }
+        if pos != d.len() {
+            return Err(ContentHeaderError::Malformed);
+        }
+        header.raw = raw;
+        Ok(header)
+    }
+
+    /// The `expiration` property, if set.
+    pub fn expiration(&self) -> Option<&str> {
+        self.text(self.expiration)
+    }
+
+    /// The `user-id` property, if set.
+    pub fn user_id(&self) -> Option<&str> {
+        self.text(self.user_id)
+    }
+
+    fn text(&self, range: Option<(usize, usize)>) -> Option<&str> {
+        let (s, e) = range?;
+        std::str::from_utf8(self.raw.get(s..e)?).ok()
+    }
+
+    /// Whether the message is persistent (delivery mode 2).
+    pub fn is_persistent(&self) -> bool {
+        self.delivery_mode == Some(2)
+    }
+
+    /// Fully decode the properties (only when the broker needs the headers table).
+    /// The depth of the headers table was checked in [`ContentHeader::parse`].
+    pub fn properties(&self) -> Option<AMQPProperties> {
+        let d = self.raw.get(12..)?;
+        parse_properties(d).ok().map(|(_, p)| p)
+    }
+
+    /// The headers table, decoded.
+    pub fn headers(&self) -> Option<FieldTable> {
+        if !self.has_headers {
+            return None;
+        }
+        self.properties().and_then(|p| p.headers().clone())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use amq_protocol::protocol::basic::gen_properties;
+    use amq_protocol::types::{AMQPValue, LongString, ShortString};
+
+    fn header_bytes(props: &AMQPProperties, size: u64) -> Bytes {
+        let mut v = vec![0, 60, 0, 0];
+        v.extend_from_slice(&size.to_be_bytes());
+        let (v, _) = gen_properties(props)(cookie_factory::WriteContext::from(v))
+            .unwrap()
+            .into_inner();
+        Bytes::from(v)
+    }
+
+    #[test]
+    fn reads_the_properties_brokers_act_on() {
+        let mut headers = FieldTable::default();
+        headers.insert(
+            ShortString::from("CC"),
+            AMQPValue::LongString(LongString::from("x")),
+        );
+        let props = AMQPProperties::default()
+            .with_content_type("text/plain".into())
+            .with_headers(headers.clone())
+            .with_delivery_mode(2)
+            .with_priority(7)
+            .with_expiration("1500".into())
+            .with_user_id("guest".into())
+            .with_timestamp(12);
+        let h = ContentHeader::parse(header_bytes(&props, 42)).unwrap();
+        assert_eq!(h.class_id, 60);
+        assert_eq!(h.body_size, 42);
+        assert!(h.is_persistent());
+        assert_eq!(h.priority, Some(7));
+        assert_eq!(h.expiration(), Some("1500"));
+        assert_eq!(h.user_id(), Some("guest"));
+        assert_eq!(h.headers(), Some(headers));
+    }
+
+    #[test]
+    fn refuses_truncated_headers() {
+        let props = AMQPProperties::default().with_expiration("1500".into());
+        let full = header_bytes(&props, 1);
+        for cut in 0..full.len() {
+            assert!(
+                ContentHeader::parse(full.slice(..cut)).is_err(),
+                "cut {cut}"
+            );
+        }
+    }
+}

@@ -1,0 +1,47 @@
+//! Errors found while decoding bytes from a client.
+
+use thiserror::Error;
+
+/// A framing error: always fatal for the connection (501 FRAME_ERROR).
+#[derive(Debug, Clone, PartialEq, Eq, Error)]
+pub enum FrameError {
+    #[error("frame size {size} exceeds the negotiated frame_max {max}")]
+    TooLarge { size: u64, max: u32 },
+    #[error("bad frame end marker {0:#04x}")]
+    BadFrameEnd(u8),
+    #[error("unknown frame type {0}")]
+    UnknownType(u8),
+}
+
+/// A method frame that could not be decoded.
+#[derive(Debug, Clone, PartialEq, Eq, Error)]
+pub enum MethodError {
+    /// Class or method id this server does not know (503 COMMAND_INVALID).
+    #[error("unknown method {class_id}.{method_id}")]
+    Unknown { class_id: u16, method_id: u16 },
+    /// Truncated or malformed arguments (502 SYNTAX_ERROR).
+    #[error("malformed arguments for method {class_id}.{method_id}")]
+    Syntax { class_id: u16, method_id: u16 },
+    /// A field table nested deeper than [`crate::table_guard::MAX_DEPTH`] (502 SYNTAX_ERROR).
+    #[error("field table nested too deeply in method {class_id}.{method_id}")]
+    TooDeep { class_id: u16, method_id: u16 },
+}
+
+impl MethodError {
+    pub fn ids(&self) -> (u16, u16) {
+        match *self {
+            MethodError::Unknown {
+                class_id,
+                method_id,
+            }
+            | MethodError::Syntax {
+                class_id,
+                method_id,
+            }
+            | MethodError::TooDeep {
+                class_id,
+                method_id,
+            } => (class_id, method_id),
+        }
+    }
+}
