@@ -15,6 +15,7 @@ use crate::method::{Method, Publish};
 /// `Some(None)`: a hot method with malformed arguments.
 pub(crate) fn decode_hot(method_id: u16, args: &[u8]) -> Option<Option<Method>> {
     Some(match method_id {
+        10 => decode_qos(args),
         40 => decode_publish(args),
         80 => tag_and_bits(args).map(|(delivery_tag, bits)| Method::Ack {
             delivery_tag,
@@ -40,6 +41,18 @@ fn tag_and_bits(args: &[u8]) -> Option<(u64, u8)> {
     let mut tag = [0u8; 8];
     tag.copy_from_slice(&args[..8]);
     Some((u64::from_be_bytes(tag), args[8]))
+}
+
+fn decode_qos(args: &[u8]) -> Option<Method> {
+    // prefetch-size:u32 prefetch-count:u16 bits:u8
+    if args.len() != 7 {
+        return None;
+    }
+    Some(Method::Qos {
+        prefetch_size: u32::from_be_bytes([args[0], args[1], args[2], args[3]]),
+        prefetch_count: u16::from_be_bytes([args[4], args[5]]),
+        global: args[6] & 1 != 0,
+    })
 }
 
 fn decode_publish(args: &[u8]) -> Option<Method> {

@@ -36,6 +36,12 @@ pub enum Method {
         delivery_tag: u64,
         requeue: bool,
     },
+    /// Decoded by hand because amq-protocol drops `prefetch_size`, which must be refused.
+    Qos {
+        prefetch_size: u32,
+        prefetch_count: u16,
+        global: bool,
+    },
     Other(AMQPClass),
 }
 
@@ -46,6 +52,7 @@ impl Method {
             Method::Ack { .. } => (60, 80),
             Method::Nack { .. } => (60, 120),
             Method::Reject { .. } => (60, 90),
+            Method::Qos { .. } => (60, 10),
             Method::Other(m) => (m.get_amqp_class_id(), m.get_amqp_method_id()),
         }
     }

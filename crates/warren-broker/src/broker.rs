@@ -1,0 +1,153 @@
+//! State shared by every connection: configuration, users and virtual hosts.
+
+use std::net::IpAddr;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use dashmap::DashMap;
+
+use crate::connection::handle::{ConnEvent, ConnHandle, ConnectionId};
+use crate::vhost::VHost;
+
+/// Broker-wide settings (RabbitMQ's defaults).
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// Largest frame offered in connection.tune.
+    pub frame_max: u32,
+    /// Most channels per connection offered in connection.tune.
+    pub channel_max: u16,
+    /// Heartbeat interval offered in connection.tune, seconds.
+    pub heartbeat: u16,
+    /// Largest message body accepted (RabbitMQ 3.x: 128 MiB).
+    pub max_message_size: u64,
+    /// Time allowed from TCP accept to connection.open-ok.
+    pub handshake_timeout: Duration,
+    /// Users and their passwords.
+    pub users: Vec<(String, String)>,
+    /// Users who may only connect from a loopback address.
+    pub loopback_users: Vec<String>,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            frame_max: 131_072,
+            channel_max: 2047,
+            heartbeat: 60,
+            max_message_size: 128 * 1024 * 1024,
+            handshake_timeout: Duration::from_secs(10),
+            users: vec![("guest".into(), "guest".into())],
+            loopback_users: vec!["guest".into()],
+        }
+    }
+}
+
+/// Why a login was refused (logged; the client sees a generic text, as with RabbitMQ).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum LoginRefused {
+    UnknownUser(String),
+    BadPassword(String),
+    LoopbackOnly(String),
+}
+
+impl std::fmt::Display for LoginRefused {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            LoginRefused::UnknownUser(u) => write!(f, "user '{u}' - invalid credentials"),
+            LoginRefused::BadPassword(u) => write!(f, "user '{u}' - invalid credentials"),
+            LoginRefused::LoopbackOnly(u) => write!(f, "user '{u}' can only connect via localhost"),
+        }
+    }
+}
+
+#[derive(Debug)]
+pub struct Broker {
+    pub config: Config,
+    vhosts: DashMap<String, Arc<VHost>>,
+    connections: DashMap<ConnectionId, Arc<ConnHandle>>,
+    next_connection: AtomicU64,
+    warned_quorum: AtomicBool,
+}
+
+impl Broker {
+    pub fn new(config: Config) -> Arc<Broker> {
+        let vhosts = DashMap::new();
+        vhosts.insert("/".to_owned(), Arc::new(VHost::new("/")));
+        Arc::new(Broker {
+            config,
+            vhosts,
+            connections: DashMap::new(),
+            next_connection: AtomicU64::new(1),
+            warned_quorum: AtomicBool::new(false),
+        })
+    }
+
+    pub fn vhost(&self, name: &str) -> Option<Arc<VHost>> {
+        self.vhosts.get(name).map(|v| v.value().clone())
+    }
+
+    /// Check a login. Loopback-only users are refused from other addresses.
+    pub fn authenticate(
+        &self,
+        user: &str,
+        password: &str,
+        peer: IpAddr,
+    ) -> Result<(), LoginRefused> {
+        let Some((_, pw)) = self.config.users.iter().find(|(u, _)| u == user) else {
+            return Err(LoginRefused::UnknownUser(user.to_owned()));
+        };
+        if pw != password {
+            return Err(LoginRefused::BadPassword(user.to_owned()));
+        }
+        let loopback = match peer {
+            IpAddr::V4(a) => a.is_loopback(),
+            IpAddr::V6(a) => {
+                a.is_loopback() || a.to_ipv4_mapped().is_some_and(|v4| v4.is_loopback())
+            }
+        };
+        if !loopback && self.config.loopback_users.iter().any(|u| u == user) {
+            return Err(LoginRefused::LoopbackOnly(user.to_owned()));
+        }
+        Ok(())
+    }
+
+    pub fn register_connection(
+        &self,
+    ) -> (
+        Arc<ConnHandle>,
+        tokio::sync::mpsc::UnboundedReceiver<ConnEvent>,
+    ) {
+        let id = self.next_connection.fetch_add(1, Ordering::Relaxed);
+        let (handle, rx) = ConnHandle::new(id);
+        self.connections.insert(id, handle.clone());
+        (handle, rx)
+    }
+
+    pub fn unregister_connection(&self, id: ConnectionId) {
+        self.connections.remove(&id);
+    }
+
+    pub fn connection_count(&self) -> usize {
+        self.connections.len()
+    }
+
+    /// Ask every connection to close with 320 CONNECTION_FORCED (shutdown).
+    pub fn close_all(&self, text: &str) {
+        for c in self.connections.iter() {
+            c.notify(ConnEvent::ForceClose {
+                code: 320,
+                text: text.to_owned(),
+            });
+        }
+    }
+
+    /// Log once that quorum queues are served as classic ones.
+    pub fn note_quorum_declared(&self) {
+        if !self.warned_quorum.swap(true, Ordering::Relaxed) {
+            tracing::warn!(
+                "a queue was declared with x-queue-type=quorum; Warren serves it with classic queue semantics (no replication, no delivery-limit yet)"
+            );
+        }
+    }
+}

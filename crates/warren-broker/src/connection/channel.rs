@@ -1,0 +1,378 @@
+//! Channels: their state, opening and closing, and the method dispatch table.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
+use std::time::Instant;
+
+use amq_protocol::protocol::{
+    access, basic, channel as ch, confirm, exchange, queue, tx, AMQPClass,
+};
+use bytes::{Bytes, BytesMut};
+use warren_codec::method::Publish;
+use warren_codec::{ContentHeader, Method};
+
+use super::Connection;
+use crate::error::{AmqpError, AmqpResult};
+use crate::message::Message;
+use crate::queue::{ConsumerRemoved, Credit, Queue, QueuedMessage};
+
+/// A message delivered on this channel and not yet acknowledged.
+#[derive(Debug)]
+pub(super) struct Unacked {
+    pub queue: Arc<Queue>,
+    pub message: QueuedMessage,
+    /// The consumer's prefetch credit (None for basic.get).
+    pub credit: Option<Arc<Credit>>,
+}
+
+#[derive(Debug)]
+pub(super) struct ChannelConsumer {
+    pub queue: Arc<Queue>,
+    pub credit: Arc<Credit>,
+    pub no_ack: bool,
+}
+
+/// Where the channel is in receiving a published message.
+#[derive(Debug, Default)]
+pub(super) enum Content {
+    #[default]
+    Idle,
+    /// basic.publish seen; the content header comes next.
+    Header(Publish),
+    /// Header seen; body frames until `header.body_size` bytes arrived.
+    Body {
+        publish: Publish,
+        header: ContentHeader,
+        body: BodyParts,
+    },
+}
+
+/// A body kept zero-copy when it arrives in one frame.
+#[derive(Debug, Default)]
+pub(super) enum BodyParts {
+    #[default]
+    Empty,
+    One(Bytes),
+    Many(BytesMut),
+}
+
+impl BodyParts {
+    pub fn len(&self) -> usize {
+        match self {
+            BodyParts::Empty => 0,
+            BodyParts::One(b) => b.len(),
+            BodyParts::Many(b) => b.len(),
+        }
+    }
+    pub fn push(&mut self, part: Bytes) {
+        *self = match std::mem::take(self) {
+            BodyParts::Empty => BodyParts::One(part),
+            BodyParts::One(first) => {
+                let mut m = BytesMut::with_capacity(first.len() + part.len());
+                m.extend_from_slice(&first);
+                m.extend_from_slice(&part);
+                BodyParts::Many(m)
+            }
+            BodyParts::Many(mut m) => {
+                m.extend_from_slice(&part);
+                BodyParts::Many(m)
+            }
+        }
+    }
+    pub fn freeze(self) -> Bytes {
+        match self {
+            BodyParts::Empty => Bytes::new(),
+            BodyParts::One(b) => b,
+            BodyParts::Many(m) => m.freeze(),
+        }
+    }
+}
+
+/// Publisher-confirm bookkeeping.
+#[derive(Debug, Default)]
+pub(super) struct Confirms {
+    pub next_seq: u64,
+    /// Highest sequence number to ack at the next flush, and how many that covers.
+    pub ack_upto: u64,
+    pub pending: u32,
+}
+
+/// Work held back until tx.commit.
+#[derive(Debug, Default)]
+pub(super) struct Tx {
+    pub publishes: Vec<(Arc<Message>, bool)>,
+    pub acks: Vec<Method>,
+}
+
+#[derive(Debug)]
+pub(super) struct Channel {
+    pub id: u16,
+    /// We sent channel.close and wait for close-ok.
+    pub closing: bool,
+    pub content: Content,
+    /// The last queue declared on this channel (for empty queue names).
+    pub last_queue: Option<String>,
+    pub next_delivery_tag: u64,
+    pub unacked: BTreeMap<u64, Unacked>,
+    pub consumers: HashMap<Arc<str>, ChannelConsumer>,
+    /// basic.qos global=false: prefetch for consumers created from now on.
+    pub consumer_prefetch: u32,
+    /// basic.qos global=true: one limit shared by the channel.
+    pub channel_credit: Arc<Credit>,
+    pub confirms: Option<Confirms>,
+    pub tx: Option<Tx>,
+}
+
+impl Channel {
+    pub fn new(id: u16) -> Channel {
+        Channel {
+            id,
+            closing: false,
+            content: Content::Idle,
+            last_queue: None,
+            next_delivery_tag: 1,
+            unacked: BTreeMap::new(),
+            consumers: HashMap::new(),
+            consumer_prefetch: 0,
+            channel_credit: Arc::new(Credit::new(0)),
+            confirms: None,
+            tx: None,
+        }
+    }
+}
+
+impl Connection {
+    pub(super) fn channel_mut(&mut self, id: u16) -> AmqpResult<&mut Channel> {
+        self.channels.get_mut(&id).ok_or_else(|| {
+            AmqpError::channel_error(format!("expected 'channel.open' on channel {id}"))
+        })
+    }
+
+    pub(super) fn handle_channel_method(
+        &mut self,
+        id: u16,
+        method: Method,
+        now: Instant,
+    ) -> AmqpResult<()> {
+        // Frames for a channel we are closing are dropped until its close-ok.
+        if let Some(c) = self.channels.get(&id) {
+            if c.closing {
+                match method {
+                    Method::Other(AMQPClass::Channel(ch::AMQPMethod::CloseOk(_))) => {
+                        self.channels.remove(&id);
+                    }
+                    Method::Other(AMQPClass::Channel(ch::AMQPMethod::Close(_))) => {
+                        self.send_method(
+                            id,
+                            AMQPClass::Channel(ch::AMQPMethod::CloseOk(ch::CloseOk {})),
+                        );
+                        self.channels.remove(&id);
+                    }
+                    _ => {}
+                }
+                return Ok(());
+            }
+            if !matches!(c.content, Content::Idle) {
+                return Err(AmqpError::unexpected_frame(format!(
+                    "expected content header for class 60, got non content header frame instead"
+                )));
+            }
+        }
+        let method = match method {
+            Method::Other(AMQPClass::Channel(ch::AMQPMethod::Open(_))) => {
+                return self.open_channel(id)
+            }
+            other => other,
+        };
+        if !self.channels.contains_key(&id) {
+            return Err(AmqpError::channel_error(format!(
+                "expected 'channel.open' on channel {id}"
+            )));
+        }
+        match method {
+            Method::Publish(p) => self.on_publish(id, p),
+            Method::Ack {
+                delivery_tag,
+                multiple,
+            } => self.on_ack(
+                id,
+                Method::Ack {
+                    delivery_tag,
+                    multiple,
+                },
+            ),
+            m @ (Method::Nack { .. } | Method::Reject { .. }) => self.on_ack(id, m),
+            Method::Qos {
+                prefetch_size,
+                prefetch_count,
+                global,
+            } => self.on_qos(id, prefetch_size, prefetch_count, global),
+            Method::Other(AMQPClass::Channel(m)) => self.on_channel_class(id, m),
+            Method::Other(AMQPClass::Access(access::AMQPMethod::Request(_))) => {
+                self.send_method(
+                    id,
+                    AMQPClass::Access(access::AMQPMethod::RequestOk(access::RequestOk {})),
+                );
+                Ok(())
+            }
+            Method::Other(AMQPClass::Exchange(m)) => self.on_exchange_method(id, m),
+            Method::Other(AMQPClass::Queue(m)) => self.on_queue_method(id, m),
+            Method::Other(AMQPClass::Basic(m)) => self.on_basic_method(id, m),
+            Method::Other(AMQPClass::Confirm(confirm::AMQPMethod::Select(s))) => {
+                self.on_confirm_select(id, s.nowait)
+            }
+            Method::Other(AMQPClass::Tx(m)) => self.on_tx_method(id, m),
+            Method::Other(AMQPClass::Connection(_)) => {
+                let _ = now;
+                Err(AmqpError::command_invalid(
+                    "connection methods must be sent on channel 0",
+                ))
+            }
+            _ => Err(AmqpError::command_invalid("unimplemented method")),
+        }
+    }
+
+    fn open_channel(&mut self, id: u16) -> AmqpResult<()> {
+        if self.channels.contains_key(&id) {
+            return Err(AmqpError::channel_error("second 'channel.open' seen"));
+        }
+        if self.channel_max != 0 && id > self.channel_max {
+            return Err(AmqpError::not_allowed(format!(
+                "channel number {id} is above the negotiated channel_max ({})",
+                self.channel_max
+            )));
+        }
+        self.channels.insert(id, Channel::new(id));
+        self.send_method(
+            id,
+            AMQPClass::Channel(ch::AMQPMethod::OpenOk(ch::OpenOk {})),
+        );
+        Ok(())
+    }
+
+    fn on_channel_class(&mut self, id: u16, m: ch::AMQPMethod) -> AmqpResult<()> {
+        match m {
+            ch::AMQPMethod::Close(_) => {
+                self.flush_confirms();
+                if let Some(mut c) = self.channels.remove(&id) {
+                    self.release_channel(&mut c);
+                }
+                self.send_method(
+                    id,
+                    AMQPClass::Channel(ch::AMQPMethod::CloseOk(ch::CloseOk {})),
+                );
+                Ok(())
+            }
+            ch::AMQPMethod::CloseOk(_) => Ok(()),
+            ch::AMQPMethod::Flow(f) => {
+                if !f.active {
+                    return Err(AmqpError::not_implemented("active=false"));
+                }
+                self.send_method(
+                    id,
+                    AMQPClass::Channel(ch::AMQPMethod::FlowOk(ch::FlowOk { active: true })),
+                );
+                Ok(())
+            }
+            ch::AMQPMethod::FlowOk(_) => Ok(()),
+            _ => Err(AmqpError::command_invalid("unimplemented method")),
+        }
+    }
+
+    /// Close a channel on a channel-level error.
+    pub(super) fn channel_error(&mut self, id: u16, err: AmqpError) {
+        tracing::debug!(conn = self.id(), channel = id, code = err.code.0, text = %err.text, "closing channel on error");
+        self.flush_confirms();
+        let Some(mut c) = self.channels.remove(&id) else {
+            return;
+        };
+        self.release_channel(&mut c);
+        self.send_channel_close(id, &err);
+        // Keep a closing shell so that frames in flight are dropped until close-ok.
+        let mut shell = Channel::new(id);
+        shell.closing = true;
+        self.channels.insert(id, shell);
+    }
+
+    /// Give back what a closing channel held: consumers leave their queues and
+    /// unacknowledged messages are requeued.
+    pub(super) fn release_channel(&mut self, c: &mut Channel) {
+        let conn_id = self.id();
+        for (tag, consumer) in c.consumers.drain() {
+            self.consumer_removed(
+                &consumer.queue,
+                consumer.queue.remove_consumer(conn_id, c.id, &tag),
+            );
+        }
+        let unacked = std::mem::take(&mut c.unacked);
+        requeue_all(unacked.into_values());
+    }
+
+    /// Auto-delete a queue whose last consumer just left.
+    pub(super) fn consumer_removed(&mut self, queue: &Arc<Queue>, outcome: ConsumerRemoved) {
+        if outcome == ConsumerRemoved::RemovedLastOfAutoDelete {
+            if let Some(v) = self.vhost.clone() {
+                v.drop_queue(queue);
+            }
+        }
+    }
+
+    /// Dispatch to the per-class handlers of the other files.
+    fn on_basic_method(&mut self, id: u16, m: basic::AMQPMethod) -> AmqpResult<()> {
+        match m {
+            basic::AMQPMethod::Consume(c) => self.on_consume(id, c),
+            basic::AMQPMethod::Cancel(c) => self.on_cancel(id, c),
+            basic::AMQPMethod::Get(g) => self.on_get(id, g),
+            basic::AMQPMethod::Recover(r) => self.on_recover(id, r.requeue, true),
+            basic::AMQPMethod::RecoverAsync(r) => self.on_recover(id, r.requeue, false),
+            _ => Err(AmqpError::command_invalid("unimplemented method")),
+        }
+    }
+
+    fn on_exchange_method(&mut self, id: u16, m: exchange::AMQPMethod) -> AmqpResult<()> {
+        match m {
+            exchange::AMQPMethod::Declare(d) => self.on_exchange_declare(id, d),
+            exchange::AMQPMethod::Delete(d) => self.on_exchange_delete(id, d),
+            exchange::AMQPMethod::Bind(b) => self.on_exchange_bind(id, b),
+            exchange::AMQPMethod::Unbind(u) => self.on_exchange_unbind(id, u),
+            _ => Err(AmqpError::command_invalid("unimplemented method")),
+        }
+    }
+
+    fn on_queue_method(&mut self, id: u16, m: queue::AMQPMethod) -> AmqpResult<()> {
+        match m {
+            queue::AMQPMethod::Declare(d) => self.on_queue_declare(id, d),
+            queue::AMQPMethod::Bind(b) => self.on_queue_bind(id, b),
+            queue::AMQPMethod::Unbind(u) => self.on_queue_unbind(id, u),
+            queue::AMQPMethod::Purge(p) => self.on_queue_purge(id, p),
+            queue::AMQPMethod::Delete(d) => self.on_queue_delete(id, d),
+            _ => Err(AmqpError::command_invalid("unimplemented method")),
+        }
+    }
+
+    fn on_tx_method(&mut self, id: u16, m: tx::AMQPMethod) -> AmqpResult<()> {
+        match m {
+            tx::AMQPMethod::Select(_) => self.on_tx_select(id),
+            tx::AMQPMethod::Commit(_) => self.on_tx_commit(id),
+            tx::AMQPMethod::Rollback(_) => self.on_tx_rollback(id),
+            _ => Err(AmqpError::command_invalid("unimplemented method")),
+        }
+    }
+}
+
+/// Requeue unacknowledged messages, one call per queue, keeping their order.
+pub(super) fn requeue_all(items: impl IntoIterator<Item = Unacked>) {
+    let mut by_queue: Vec<(Arc<Queue>, Vec<QueuedMessage>)> = Vec::new();
+    for u in items {
+        if let Some(c) = &u.credit {
+            c.release(1);
+        }
+        match by_queue.iter_mut().find(|(q, _)| Arc::ptr_eq(q, &u.queue)) {
+            Some((_, v)) => v.push(u.message),
+            None => by_queue.push((u.queue, vec![u.message])),
+        }
+    }
+    for (q, msgs) in by_queue {
+        q.requeue(msgs);
+    }
+}

@@ -1,0 +1,269 @@
+//! basic.qos, consume, cancel, get, ack/nack/reject and recover.
+
+use std::sync::Arc;
+
+use amq_protocol::protocol::{basic, AMQPClass};
+use amq_protocol::types::ShortString;
+use warren_codec::hot;
+use warren_codec::Method;
+
+use super::channel::{requeue_all, ChannelConsumer, Unacked};
+use super::Connection;
+use crate::error::{AmqpError, AmqpResult};
+use crate::names;
+use crate::queue::{Consumer, Credit, Queue};
+
+impl Connection {
+    pub(super) fn on_qos(
+        &mut self,
+        id: u16,
+        prefetch_size: u32,
+        prefetch_count: u16,
+        global: bool,
+    ) -> AmqpResult<()> {
+        if prefetch_size != 0 {
+            return Err(AmqpError::not_implemented(format!(
+                "prefetch_size!=0 ({prefetch_size})"
+            )));
+        }
+        let c = self.channel_mut(id)?;
+        if global {
+            c.channel_credit.set_limit(prefetch_count as u32);
+        } else {
+            c.consumer_prefetch = prefetch_count as u32;
+        }
+        let queues: Vec<Arc<Queue>> = c.consumers.values().map(|cc| cc.queue.clone()).collect();
+        self.send_method(
+            id,
+            AMQPClass::Basic(basic::AMQPMethod::QosOk(basic::QosOk {})),
+        );
+        for q in queues {
+            q.kick();
+        }
+        Ok(())
+    }
+
+    pub(super) fn on_consume(&mut self, id: u16, c: basic::Consume) -> AmqpResult<()> {
+        let vhost = self.vhost()?;
+        let name = self.resolve_queue_name(id, c.queue.as_str())?;
+        let queue = vhost.usable_queue(&name, self.id())?;
+        let tag: Arc<str> = if c.consumer_tag.as_str().is_empty() {
+            names::consumer_tag().into()
+        } else {
+            c.consumer_tag.as_str().into()
+        };
+        let handle = self.handle.clone();
+        let chan = self.channel_mut(id)?;
+        if chan.consumers.contains_key(&tag) {
+            return Err(AmqpError::not_allowed(format!(
+                "attempt to reuse consumer tag '{tag}'"
+            )));
+        }
+        let credit = Arc::new(Credit::new(chan.consumer_prefetch));
+        let consumer = Consumer {
+            tag: tag.clone(),
+            channel: id,
+            conn: handle,
+            no_ack: c.no_ack,
+            exclusive: c.exclusive,
+            credit: credit.clone(),
+            channel_credit: chan.channel_credit.clone(),
+        };
+        // Deliveries reach this connection through its inbox, which is drained only
+        // after this frame's output, so consume-ok still precedes them.
+        queue.add_consumer(consumer)?;
+        if !c.nowait {
+            self.send_method(
+                id,
+                AMQPClass::Basic(basic::AMQPMethod::ConsumeOk(basic::ConsumeOk {
+                    consumer_tag: ShortString::try_new(tag.to_string()).unwrap_or_default(),
+                })),
+            );
+        }
+        self.channel_mut(id)?.consumers.insert(
+            tag,
+            ChannelConsumer {
+                queue,
+                credit,
+                no_ack: c.no_ack,
+            },
+        );
+        Ok(())
+    }
+
+    pub(super) fn on_cancel(&mut self, id: u16, c: basic::Cancel) -> AmqpResult<()> {
+        let conn_id = self.id();
+        let tag = c.consumer_tag.as_str();
+        if let Some(cc) = self.channel_mut(id)?.consumers.remove(tag) {
+            let outcome = cc.queue.remove_consumer(conn_id, id, tag);
+            self.consumer_removed(&cc.queue, outcome);
+        }
+        if !c.nowait {
+            self.send_method(
+                id,
+                AMQPClass::Basic(basic::AMQPMethod::CancelOk(basic::CancelOk {
+                    consumer_tag: c.consumer_tag,
+                })),
+            );
+        }
+        Ok(())
+    }
+
+    pub(super) fn on_get(&mut self, id: u16, g: basic::Get) -> AmqpResult<()> {
+        let vhost = self.vhost()?;
+        let name = self.resolve_queue_name(id, g.queue.as_str())?;
+        let queue = vhost.usable_queue(&name, self.id())?;
+        let frame_max = self.frame_max;
+        let Some((message, remaining)) = queue.get() else {
+            self.send_method(
+                id,
+                AMQPClass::Basic(basic::AMQPMethod::GetEmpty(basic::GetEmpty {})),
+            );
+            return Ok(());
+        };
+        let chan = self.channel_mut(id)?;
+        let tag = chan.next_delivery_tag;
+        chan.next_delivery_tag += 1;
+        let m = message.message.clone();
+        let redelivered = message.redelivered;
+        if !g.no_ack {
+            chan.unacked.insert(
+                tag,
+                Unacked {
+                    queue,
+                    message,
+                    credit: None,
+                },
+            );
+        }
+        hot::encode_get_ok(
+            &mut self.out,
+            id,
+            tag,
+            redelivered,
+            &m.exchange,
+            &m.routing_key,
+            remaining,
+        );
+        hot::encode_content(&mut self.out, id, &m.header.raw, &m.body, frame_max);
+        Ok(())
+    }
+
+    /// basic.ack / nack / reject (held back in a transaction until commit).
+    pub(super) fn on_ack(&mut self, id: u16, m: Method) -> AmqpResult<()> {
+        let chan = self.channel_mut(id)?;
+        if let Some(tx) = chan.tx.as_mut() {
+            let (tag, multiple) = match m {
+                Method::Ack {
+                    delivery_tag,
+                    multiple,
+                }
+                | Method::Nack {
+                    delivery_tag,
+                    multiple,
+                    ..
+                } => (delivery_tag, multiple),
+                Method::Reject { delivery_tag, .. } => (delivery_tag, false),
+                _ => return Ok(()),
+            };
+            if !(multiple && tag == 0) && !chan.unacked.contains_key(&tag) {
+                return Err(AmqpError::precondition_failed(format!(
+                    "unknown delivery tag {tag}"
+                )));
+            }
+            tx.acks.push(m);
+            return Ok(());
+        }
+        self.apply_ack(id, m)
+    }
+
+    pub(super) fn apply_ack(&mut self, id: u16, m: Method) -> AmqpResult<()> {
+        let (tag, multiple, requeue) = match m {
+            Method::Ack {
+                delivery_tag,
+                multiple,
+            } => (delivery_tag, multiple, None),
+            Method::Nack {
+                delivery_tag,
+                multiple,
+                requeue,
+            } => (delivery_tag, multiple, Some(requeue)),
+            Method::Reject {
+                delivery_tag,
+                requeue,
+            } => (delivery_tag, false, Some(requeue)),
+            _ => return Ok(()),
+        };
+        let chan = self.channel_mut(id)?;
+        let taken: Vec<Unacked> = if multiple {
+            if tag != 0 && !chan.unacked.contains_key(&tag) {
+                return Err(AmqpError::precondition_failed(format!(
+                    "unknown delivery tag {tag}"
+                )));
+            }
+            let upto = if tag == 0 { u64::MAX } else { tag };
+            let rest = chan.unacked.split_off(&upto.saturating_add(1));
+            let taken = std::mem::replace(&mut chan.unacked, rest);
+            taken.into_values().collect()
+        } else {
+            match chan.unacked.remove(&tag) {
+                Some(u) => vec![u],
+                None => {
+                    return Err(AmqpError::precondition_failed(format!(
+                        "unknown delivery tag {tag}"
+                    )))
+                }
+            }
+        };
+        let channel_credit = chan.channel_credit.clone();
+        let consumer_deliveries = taken.iter().filter(|u| u.credit.is_some()).count() as u32;
+        channel_credit.release(consumer_deliveries);
+        if requeue == Some(true) {
+            requeue_all(taken);
+        } else {
+            let mut queues: Vec<Arc<Queue>> = Vec::new();
+            for u in taken {
+                if let Some(c) = &u.credit {
+                    c.release(1);
+                }
+                if !queues.iter().any(|q| Arc::ptr_eq(q, &u.queue)) {
+                    queues.push(u.queue);
+                }
+            }
+            // Freed credit may let these queues deliver more.
+            for q in queues {
+                q.kick();
+            }
+        }
+        if consumer_deliveries > 0 && channel_credit.limit() > 0 {
+            let queues: Vec<Arc<Queue>> = self
+                .channel_mut(id)?
+                .consumers
+                .values()
+                .map(|c| c.queue.clone())
+                .collect();
+            for q in queues {
+                q.kick();
+            }
+        }
+        Ok(())
+    }
+
+    pub(super) fn on_recover(&mut self, id: u16, requeue: bool, reply: bool) -> AmqpResult<()> {
+        if !requeue {
+            return Err(AmqpError::not_implemented("requeue=false"));
+        }
+        let chan = self.channel_mut(id)?;
+        let unacked = std::mem::take(&mut chan.unacked);
+        let n = unacked.values().filter(|u| u.credit.is_some()).count() as u32;
+        chan.channel_credit.release(n);
+        requeue_all(unacked.into_values());
+        if reply {
+            self.send_method(
+                id,
+                AMQPClass::Basic(basic::AMQPMethod::RecoverOk(basic::RecoverOk {})),
+            );
+        }
+        Ok(())
+    }
+}

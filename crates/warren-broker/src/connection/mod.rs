@@ -1,0 +1,479 @@
+//! The connection state machine, sans-IO: bytes and events in, bytes out.
+//!
+//! The driver (see [`crate::server`]) feeds it what the socket read
+//! ([`Connection::handle_input`]), what other tasks sent it
+//! ([`Connection::handle_event`]) and the passing of time
+//! ([`Connection::handle_timeout`]), and writes out what
+//! [`Connection::take_output`] returns. Nothing here touches a socket or a clock,
+//! so tests can drive it frame by frame.
+//!
+//! Files: `handshake.rs` (start → tune → open), `channel.rs` (channel lifecycle),
+//! `topology.rs` (exchange/queue methods), `consume.rs` (qos, consume, get, acks),
+//! `publish.rs` (content assembly, routing, confirms, tx), `deliver.rs` (events from queues).
+
+mod channel;
+mod consume;
+mod deliver;
+pub mod handle;
+mod handshake;
+mod publish;
+mod topology;
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use amq_protocol::protocol::{channel as ch, connection as conn, AMQPClass};
+use bytes::{Bytes, BytesMut};
+use warren_codec::frame::{
+    decode_frame, decode_protocol_header, encode_heartbeat, Frame, ProtocolHeaderCheck,
+    PROTOCOL_HEADER,
+};
+use warren_codec::{decode_method, encode_method, Method, MethodError};
+
+use crate::broker::Broker;
+use crate::error::AmqpError;
+use crate::queue::Queue;
+use crate::vhost::VHost;
+use channel::Channel;
+pub use handle::{ConnEvent, ConnHandle, ConnectionId};
+
+/// Frame size limit until connection.tune-ok (RabbitMQ's initial frame_max).
+const HANDSHAKE_FRAME_MAX: u32 = 8192;
+/// How long to wait for connection.close-ok after sending connection.close.
+const CLOSE_OK_TIMEOUT: Duration = Duration::from_secs(3);
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Phase {
+    ProtocolHeader,
+    StartOk,
+    TuneOk,
+    Open,
+    Opened,
+    /// We sent connection.close and wait for close-ok.
+    Closing,
+    /// Done: flush the output and close the socket.
+    Closed,
+}
+
+/// What the client said it can handle (connection.start-ok capabilities).
+#[derive(Debug, Clone, Copy, Default)]
+struct ClientCaps {
+    consumer_cancel_notify: bool,
+    authentication_failure_close: bool,
+}
+
+pub struct Connection {
+    broker: Arc<Broker>,
+    handle: Arc<ConnHandle>,
+    peer: SocketAddr,
+    phase: Phase,
+    out: BytesMut,
+    frame_max: u32,
+    channel_max: u16,
+    heartbeat: u16,
+    caps: ClientCaps,
+    user: String,
+    client_name: String,
+    vhost: Option<Arc<VHost>>,
+    channels: HashMap<u16, Channel>,
+    exclusive_queues: Vec<Arc<Queue>>,
+    started: Instant,
+    last_recv: Instant,
+    last_send: Instant,
+    close_deadline: Option<Instant>,
+    close_reason: Option<String>,
+    cleaned_up: bool,
+}
+
+impl Connection {
+    pub fn new(
+        broker: Arc<Broker>,
+        handle: Arc<ConnHandle>,
+        peer: SocketAddr,
+        now: Instant,
+    ) -> Connection {
+        Connection {
+            broker,
+            handle,
+            peer,
+            phase: Phase::ProtocolHeader,
+            out: BytesMut::with_capacity(4096),
+            frame_max: HANDSHAKE_FRAME_MAX,
+            channel_max: 0,
+            heartbeat: 0,
+            caps: ClientCaps::default(),
+            user: String::new(),
+            client_name: String::new(),
+            vhost: None,
+            channels: HashMap::new(),
+            exclusive_queues: Vec::new(),
+            started: now,
+            last_recv: now,
+            last_send: now,
+            close_deadline: None,
+            close_reason: None,
+            cleaned_up: false,
+        }
+    }
+
+    pub fn id(&self) -> ConnectionId {
+        self.handle.id
+    }
+
+    /// The connection is finished: flush what [`take_output`](Self::take_output) returns, then close the socket.
+    pub fn is_closed(&self) -> bool {
+        self.phase == Phase::Closed
+    }
+
+    /// Whether the driver should read more from the socket. False while the
+    /// client is not reading what we send (back-pressure through TCP).
+    pub fn wants_read(&self) -> bool {
+        self.phase != Phase::Closed && self.handle.writer_backlog() < handle::READ_STOP
+    }
+
+    /// Why the connection ended, for the log.
+    pub fn close_reason(&self) -> Option<&str> {
+        self.close_reason.as_deref()
+    }
+
+    pub fn user(&self) -> &str {
+        &self.user
+    }
+
+    /// Bytes to write to the socket, if any.
+    pub fn take_output(&mut self, now: Instant) -> Option<Bytes> {
+        if self.out.is_empty() {
+            return None;
+        }
+        self.last_send = now;
+        Some(self.out.split().freeze())
+    }
+
+    /// Process every complete frame in `buf`.
+    pub fn handle_input(&mut self, buf: &mut BytesMut, now: Instant) {
+        self.last_recv = now;
+        loop {
+            match self.phase {
+                Phase::Closed => {
+                    buf.clear();
+                    break;
+                }
+                Phase::ProtocolHeader => match decode_protocol_header(buf) {
+                    ProtocolHeaderCheck::NeedMore => break,
+                    ProtocolHeaderCheck::Accepted => {
+                        self.send_start();
+                        self.phase = Phase::StartOk;
+                        continue;
+                    }
+                    ProtocolHeaderCheck::Refused => {
+                        self.out.extend_from_slice(&PROTOCOL_HEADER);
+                        self.close_reason = Some("unsupported protocol header".into());
+                        self.phase = Phase::Closed;
+                        break;
+                    }
+                },
+                _ => {}
+            }
+            let limit = if matches!(self.phase, Phase::Opened | Phase::Closing) {
+                self.frame_max
+            } else {
+                HANDSHAKE_FRAME_MAX
+            };
+            match decode_frame(buf, limit) {
+                Ok(Some(frame)) => self.handle_frame(frame, now),
+                Ok(None) => break,
+                Err(e) => {
+                    let err = AmqpError::frame_error(match e {
+                        warren_codec::FrameError::TooLarge { size, max } => {
+                            format!("frame size {size} exceeds frame_max {max}; use smaller frames or negotiate a larger frame_max")
+                        }
+                        other => other.to_string(),
+                    });
+                    self.connection_error(err, now);
+                    // The byte stream can no longer be trusted: stop reading it.
+                    buf.clear();
+                    self.phase = Phase::Closed;
+                    break;
+                }
+            }
+        }
+        self.flush_confirms();
+    }
+
+    fn handle_frame(&mut self, frame: Frame, now: Instant) {
+        match self.phase {
+            Phase::Closing => return self.handle_frame_while_closing(frame),
+            Phase::Closed | Phase::ProtocolHeader => return,
+            Phase::StartOk | Phase::TuneOk | Phase::Open => {
+                return self.handle_handshake_frame(frame, now)
+            }
+            Phase::Opened => {}
+        }
+        match frame {
+            Frame::Heartbeat { channel: 0 } => {}
+            Frame::Heartbeat { .. } => self.connection_error(
+                AmqpError::unexpected_frame("heartbeat frame on a non-zero channel"),
+                now,
+            ),
+            Frame::Method { channel, payload } => {
+                let method = match decode_method(&payload) {
+                    Ok(m) => m,
+                    Err(e) => return self.method_decode_error(e, now),
+                };
+                if channel == 0 {
+                    self.handle_connection_method(method, now);
+                } else {
+                    let ids = method.ids();
+                    if let Err(e) = self.handle_channel_method(channel, method, now) {
+                        self.fail(channel, e.during(ids), now);
+                    }
+                }
+            }
+            Frame::Header { channel, payload } => {
+                if let Err(e) = self.handle_content_header(channel, payload) {
+                    self.fail(channel, e.during((60, 40)), now);
+                }
+            }
+            Frame::Body { channel, payload } => {
+                if let Err(e) = self.handle_content_body(channel, payload) {
+                    self.fail(channel, e.during((60, 40)), now);
+                }
+            }
+        }
+    }
+
+    fn method_decode_error(&mut self, e: MethodError, now: Instant) {
+        let ids = e.ids();
+        let err = match e {
+            MethodError::Unknown {
+                class_id,
+                method_id,
+            } => AmqpError::command_invalid(format!("unknown method {class_id}.{method_id}")),
+            MethodError::Syntax { .. } => {
+                AmqpError::syntax_error("malformed method frame arguments")
+            }
+            MethodError::TooDeep { .. } => AmqpError::syntax_error(format!(
+                "field table nested deeper than {} levels",
+                warren_codec::table_guard::MAX_DEPTH
+            )),
+        };
+        self.connection_error(err.during(ids), now);
+    }
+
+    fn handle_connection_method(&mut self, method: Method, now: Instant) {
+        let ids = method.ids();
+        match method {
+            Method::Other(AMQPClass::Connection(conn::AMQPMethod::Close(c))) => {
+                self.close_reason = Some(format!(
+                    "client closed the connection: {} {}",
+                    c.reply_code, c.reply_text
+                ));
+                self.send_method(
+                    0,
+                    AMQPClass::Connection(conn::AMQPMethod::CloseOk(conn::CloseOk {})),
+                );
+                self.cleanup();
+                self.phase = Phase::Closed;
+            }
+            Method::Other(AMQPClass::Connection(conn::AMQPMethod::CloseOk(_))) => {}
+            Method::Other(AMQPClass::Connection(conn::AMQPMethod::UpdateSecret(_))) => {
+                self.send_method(
+                    0,
+                    AMQPClass::Connection(conn::AMQPMethod::UpdateSecretOk(
+                        conn::UpdateSecretOk {},
+                    )),
+                );
+            }
+            Method::Other(AMQPClass::Connection(_)) => self.connection_error(
+                AmqpError::channel_error("unexpected method in connection state running")
+                    .during(ids),
+                now,
+            ),
+            _ => self.connection_error(
+                AmqpError::command_invalid("unexpected method on channel 0; open a channel first")
+                    .during(ids),
+                now,
+            ),
+        }
+    }
+
+    fn handle_frame_while_closing(&mut self, frame: Frame) {
+        if let Frame::Method {
+            channel: 0,
+            payload,
+        } = frame
+        {
+            match decode_method(&payload) {
+                Ok(Method::Other(AMQPClass::Connection(conn::AMQPMethod::CloseOk(_)))) => {
+                    self.phase = Phase::Closed;
+                }
+                Ok(Method::Other(AMQPClass::Connection(conn::AMQPMethod::Close(_)))) => {
+                    self.send_method(
+                        0,
+                        AMQPClass::Connection(conn::AMQPMethod::CloseOk(conn::CloseOk {})),
+                    );
+                    self.phase = Phase::Closed;
+                }
+                _ => {}
+            }
+        }
+    }
+
+    /// Report an error: channel errors close the channel, connection errors the connection.
+    fn fail(&mut self, channel: u16, err: AmqpError, now: Instant) {
+        if err.is_connection_error() || channel == 0 {
+            self.connection_error(err, now);
+        } else {
+            self.channel_error(channel, err);
+        }
+    }
+
+    /// Send connection.close and wait (briefly) for close-ok.
+    fn connection_error(&mut self, err: AmqpError, now: Instant) {
+        if matches!(self.phase, Phase::Closing | Phase::Closed) {
+            return;
+        }
+        tracing::debug!(conn = self.id(), code = err.code.0, text = %err.text, "closing connection on error");
+        self.close_reason = Some(err.text.clone());
+        self.flush_confirms();
+        self.send_method(
+            0,
+            AMQPClass::Connection(conn::AMQPMethod::Close(conn::Close {
+                reply_code: err.code.0,
+                reply_text: short(&err.text),
+                class_id: err.class_id,
+                method_id: err.method_id,
+            })),
+        );
+        self.cleanup();
+        self.phase = Phase::Closing;
+        self.close_deadline = Some(now + CLOSE_OK_TIMEOUT);
+    }
+
+    /// Events from queues and the broker.
+    pub fn handle_event(&mut self, ev: ConnEvent, now: Instant) {
+        match ev {
+            ConnEvent::Deliver {
+                channel,
+                consumer_tag,
+                no_ack,
+                queue,
+                message,
+            } => self.on_deliver(channel, consumer_tag, no_ack, queue, message),
+            ConnEvent::ConsumerCancelled {
+                channel,
+                consumer_tag,
+            } => self.on_consumer_cancelled(channel, consumer_tag),
+            ConnEvent::Drained => self.on_drained(),
+            ConnEvent::ForceClose { code, text } => {
+                let err = AmqpError {
+                    code: warren_codec::reply::ReplyCode(code),
+                    text,
+                    class_id: 0,
+                    method_id: 0,
+                };
+                self.connection_error(err, now);
+            }
+        }
+    }
+
+    /// The next instant [`handle_timeout`](Self::handle_timeout) must be called.
+    pub fn poll_timeout(&self) -> Option<Instant> {
+        match self.phase {
+            Phase::Closed => None,
+            Phase::Closing => self.close_deadline,
+            Phase::Opened => {
+                if self.heartbeat == 0 {
+                    return None;
+                }
+                let hb = Duration::from_secs(self.heartbeat as u64);
+                Some((self.last_send + hb / 2).min(self.last_recv + hb * 2))
+            }
+            _ => Some(self.started + self.broker.config.handshake_timeout),
+        }
+    }
+
+    pub fn handle_timeout(&mut self, now: Instant) {
+        match self.phase {
+            Phase::Closed => {}
+            Phase::Closing => {
+                if self.close_deadline.is_some_and(|d| now >= d) {
+                    self.phase = Phase::Closed;
+                }
+            }
+            Phase::Opened => {
+                if self.heartbeat == 0 {
+                    return;
+                }
+                let hb = Duration::from_secs(self.heartbeat as u64);
+                if now >= self.last_recv + hb * 2 {
+                    self.close_reason = Some(format!(
+                        "missed heartbeats from client, timeout: {}s",
+                        self.heartbeat
+                    ));
+                    self.cleanup();
+                    self.phase = Phase::Closed;
+                } else if now >= self.last_send + hb / 2 {
+                    encode_heartbeat(&mut self.out);
+                }
+            }
+            _ => {
+                if now >= self.started + self.broker.config.handshake_timeout {
+                    self.close_reason = Some("handshake timeout".into());
+                    self.cleanup();
+                    self.phase = Phase::Closed;
+                }
+            }
+        }
+    }
+
+    /// The socket is gone: release everything the connection held. Idempotent.
+    pub fn cleanup(&mut self) {
+        if self.cleaned_up {
+            return;
+        }
+        self.cleaned_up = true;
+        let ids: Vec<u16> = self.channels.keys().copied().collect();
+        for id in ids {
+            if let Some(mut c) = self.channels.remove(&id) {
+                self.release_channel(&mut c);
+            }
+        }
+        if let Some(vhost) = self.vhost.clone() {
+            for q in self.exclusive_queues.drain(..) {
+                vhost.drop_queue(&q);
+            }
+        }
+        self.broker.unregister_connection(self.id());
+    }
+
+    fn send_method(&mut self, channel: u16, method: AMQPClass) {
+        encode_method(&mut self.out, channel, &method);
+    }
+
+    fn send_channel_close(&mut self, channel: u16, err: &AmqpError) {
+        self.send_method(
+            channel,
+            AMQPClass::Channel(ch::AMQPMethod::Close(ch::Close {
+                reply_code: err.code.0,
+                reply_text: short(&err.text),
+                class_id: err.class_id,
+                method_id: err.method_id,
+            })),
+        );
+    }
+}
+
+/// A short string for a reply text, cut to 255 bytes on a character boundary.
+pub(crate) fn short(s: &str) -> amq_protocol::types::ShortString {
+    let mut end = s.len().min(255);
+    while !s.is_char_boundary(end) {
+        end -= 1;
+    }
+    amq_protocol::types::ShortString::try_new(&s[..end]).unwrap_or_default()
+}
+
+#[cfg(test)]
+mod tests;

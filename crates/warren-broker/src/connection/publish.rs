@@ -1,0 +1,267 @@
+//! basic.publish: content assembly, routing, mandatory returns, confirms and tx.
+
+use std::sync::Arc;
+
+use amq_protocol::protocol::{confirm, tx, AMQPClass};
+use bytes::Bytes;
+use warren_codec::content::ContentHeaderError;
+use warren_codec::hot;
+use warren_codec::method::Publish;
+use warren_codec::ContentHeader;
+
+use super::channel::{BodyParts, Confirms, Content, Tx};
+use super::Connection;
+use crate::error::{AmqpError, AmqpResult};
+use crate::message::Message;
+use crate::queue::Queue;
+
+impl Connection {
+    pub(super) fn on_publish(&mut self, id: u16, p: Publish) -> AmqpResult<()> {
+        if p.immediate {
+            return Err(AmqpError::not_implemented("immediate=true"));
+        }
+        self.channel_mut(id)?.content = Content::Header(p);
+        Ok(())
+    }
+
+    pub(super) fn handle_content_header(&mut self, id: u16, payload: Bytes) -> AmqpResult<()> {
+        let max = self.broker.config.max_message_size;
+        let Some(chan) = self.channels.get_mut(&id) else {
+            return Err(AmqpError::channel_error(format!(
+                "expected 'channel.open' on channel {id}"
+            )));
+        };
+        if chan.closing {
+            return Ok(());
+        }
+        let publish = match std::mem::take(&mut chan.content) {
+            Content::Header(p) => p,
+            _ => {
+                return Err(AmqpError::unexpected_frame(
+                    "expected method frame, got non method frame instead",
+                ))
+            }
+        };
+        let header = ContentHeader::parse(payload).map_err(|e| match e {
+            ContentHeaderError::TooDeep => {
+                AmqpError::syntax_error("headers table nested too deeply")
+            }
+            ContentHeaderError::Malformed => AmqpError::syntax_error("malformed content header"),
+        })?;
+        if header.class_id != 60 {
+            return Err(AmqpError::unexpected_frame(format!(
+                "content header for class {} does not match method class 60",
+                header.class_id
+            )));
+        }
+        if header.body_size > max {
+            return Err(AmqpError::precondition_failed(format!(
+                "message size {} is larger than configured max size {max}",
+                header.body_size
+            )));
+        }
+        if header.body_size == 0 {
+            return self.complete_publish(id, publish, header, Bytes::new());
+        }
+        chan.content = Content::Body {
+            publish,
+            header,
+            body: BodyParts::Empty,
+        };
+        Ok(())
+    }
+
+    pub(super) fn handle_content_body(&mut self, id: u16, payload: Bytes) -> AmqpResult<()> {
+        let Some(chan) = self.channels.get_mut(&id) else {
+            return Err(AmqpError::channel_error(format!(
+                "expected 'channel.open' on channel {id}"
+            )));
+        };
+        if chan.closing {
+            return Ok(());
+        }
+        let Content::Body { body, header, .. } = &mut chan.content else {
+            return Err(AmqpError::unexpected_frame(
+                "expected method frame, got non method frame instead",
+            ));
+        };
+        if (body.len() + payload.len()) as u64 > header.body_size {
+            return Err(AmqpError::unexpected_frame(
+                "content body is larger than the size declared in its content header",
+            ));
+        }
+        body.push(payload);
+        if (body.len() as u64) < header.body_size {
+            return Ok(());
+        }
+        let Content::Body {
+            publish,
+            header,
+            body,
+        } = std::mem::take(&mut chan.content)
+        else {
+            return Ok(());
+        };
+        self.complete_publish(id, publish, header, body.freeze())
+    }
+
+    fn complete_publish(
+        &mut self,
+        id: u16,
+        p: Publish,
+        header: ContentHeader,
+        body: Bytes,
+    ) -> AmqpResult<()> {
+        let vhost = self.vhost()?;
+        let exchange = vhost
+            .exchange(&p.exchange)
+            .ok_or_else(|| vhost.no_exchange(&p.exchange))?;
+        if exchange.internal {
+            return Err(AmqpError::access_refused(format!(
+                "cannot publish to internal exchange '{}' in vhost '{}'",
+                p.exchange, vhost.name
+            )));
+        }
+        if let Some(uid) = header.user_id() {
+            if uid != self.user {
+                return Err(AmqpError::precondition_failed(format!(
+                    "user_id property set to '{uid}' but authenticated user was '{}'",
+                    self.user
+                )));
+            }
+        }
+        let message = Arc::new(Message {
+            exchange: p.exchange,
+            routing_key: p.routing_key,
+            header,
+            body,
+        });
+        let chan = self.channel_mut(id)?;
+        if let Some(tx) = chan.tx.as_mut() {
+            tx.publishes.push((message, p.mandatory));
+            return Ok(());
+        }
+        self.route_and_enqueue(id, message, p.mandatory)
+    }
+
+    /// Route a message, enqueue it, return it if unroutable and mandatory, and note its confirm.
+    fn route_and_enqueue(
+        &mut self,
+        id: u16,
+        message: Arc<Message>,
+        mandatory: bool,
+    ) -> AmqpResult<()> {
+        let vhost = self.vhost()?;
+        let mut queues: Vec<Arc<Queue>> = Vec::new();
+        if let Some(x) = vhost.exchange(&message.exchange) {
+            vhost.route(&x, &message, &mut queues);
+        }
+        let mut routed = false;
+        for q in &queues {
+            routed |= q.publish(message.clone());
+        }
+        if !routed && mandatory {
+            hot::encode_return(
+                &mut self.out,
+                id,
+                312,
+                "NO_ROUTE",
+                &message.exchange,
+                &message.routing_key,
+            );
+            hot::encode_content(
+                &mut self.out,
+                id,
+                &message.header.raw,
+                &message.body,
+                self.frame_max,
+            );
+        }
+        if let Some(c) = self.channel_mut(id)?.confirms.as_mut() {
+            c.next_seq += 1;
+            c.ack_upto = c.next_seq;
+            c.pending += 1;
+        }
+        Ok(())
+    }
+
+    /// Send the confirms accumulated while handling a batch of frames, coalesced
+    /// with `multiple` where more than one is due.
+    pub(super) fn flush_confirms(&mut self) {
+        for (id, chan) in self.channels.iter_mut() {
+            if let Some(c) = chan.confirms.as_mut() {
+                if c.pending > 0 {
+                    hot::encode_confirm(&mut self.out, *id, true, c.ack_upto, c.pending > 1);
+                    c.pending = 0;
+                }
+            }
+        }
+    }
+
+    pub(super) fn on_confirm_select(&mut self, id: u16, nowait: bool) -> AmqpResult<()> {
+        let chan = self.channel_mut(id)?;
+        if chan.tx.is_some() {
+            return Err(AmqpError::precondition_failed(
+                "cannot switch from tx to confirm mode",
+            ));
+        }
+        if chan.confirms.is_none() {
+            chan.confirms = Some(Confirms::default());
+        }
+        if !nowait {
+            self.send_method(
+                id,
+                AMQPClass::Confirm(confirm::AMQPMethod::SelectOk(confirm::SelectOk {})),
+            );
+        }
+        Ok(())
+    }
+
+    pub(super) fn on_tx_select(&mut self, id: u16) -> AmqpResult<()> {
+        let chan = self.channel_mut(id)?;
+        if chan.confirms.is_some() {
+            return Err(AmqpError::precondition_failed(
+                "cannot switch from confirm to tx mode",
+            ));
+        }
+        if chan.tx.is_none() {
+            chan.tx = Some(Tx::default());
+        }
+        self.send_method(id, AMQPClass::Tx(tx::AMQPMethod::SelectOk(tx::SelectOk {})));
+        Ok(())
+    }
+
+    pub(super) fn on_tx_commit(&mut self, id: u16) -> AmqpResult<()> {
+        let chan = self.channel_mut(id)?;
+        let Some(tx) = chan.tx.as_mut() else {
+            return Err(AmqpError::precondition_failed(
+                "channel is not transactional",
+            ));
+        };
+        let work = std::mem::take(tx);
+        for (message, mandatory) in work.publishes {
+            self.route_and_enqueue(id, message, mandatory)?;
+        }
+        for ack in work.acks {
+            // Tags already settled inside the transaction are skipped, not errors.
+            let _ = self.apply_ack(id, ack);
+        }
+        self.send_method(id, AMQPClass::Tx(tx::AMQPMethod::CommitOk(tx::CommitOk {})));
+        Ok(())
+    }
+
+    pub(super) fn on_tx_rollback(&mut self, id: u16) -> AmqpResult<()> {
+        let chan = self.channel_mut(id)?;
+        let Some(tx) = chan.tx.as_mut() else {
+            return Err(AmqpError::precondition_failed(
+                "channel is not transactional",
+            ));
+        };
+        *tx = Tx::default();
+        self.send_method(
+            id,
+            AMQPClass::Tx(tx::AMQPMethod::RollbackOk(tx::RollbackOk {})),
+        );
+        Ok(())
+    }
+}

@@ -1,0 +1,229 @@
+//! exchange.* and queue.* methods.
+
+use std::sync::Arc;
+
+use amq_protocol::protocol::{exchange, queue, AMQPClass};
+use amq_protocol::types::ShortString;
+
+use super::Connection;
+use crate::error::{AmqpError, AmqpResult};
+use crate::exchange::Dest;
+use crate::names;
+use crate::queue::args::QueueType;
+use crate::vhost::{ExchangeDecl, QueueDecl, VHost};
+
+impl Connection {
+    pub(super) fn vhost(&self) -> AmqpResult<Arc<VHost>> {
+        self.vhost
+            .clone()
+            .ok_or_else(|| AmqpError::channel_error("connection is not open"))
+    }
+
+    /// Resolve an empty queue name to the channel's last declared queue.
+    pub(super) fn resolve_queue_name(&mut self, channel: u16, name: &str) -> AmqpResult<String> {
+        if !name.is_empty() {
+            return Ok(name.to_owned());
+        }
+        self.channel_mut(channel)?
+            .last_queue
+            .clone()
+            .ok_or_else(|| AmqpError::not_found("no previously declared queue"))
+    }
+
+    pub(super) fn on_exchange_declare(&mut self, id: u16, d: exchange::Declare) -> AmqpResult<()> {
+        let vhost = self.vhost()?;
+        if d.exchange.as_str().is_empty() {
+            return Err(AmqpError::access_refused(
+                "operation not permitted on the default exchange",
+            ));
+        }
+        vhost.declare_exchange(&ExchangeDecl {
+            name: d.exchange.as_str().to_owned(),
+            kind: d.kind.as_str().to_owned(),
+            passive: d.passive,
+            durable: d.durable,
+            auto_delete: d.auto_delete,
+            internal: d.internal,
+            arguments: d.arguments,
+        })?;
+        if !d.nowait {
+            self.send_method(
+                id,
+                AMQPClass::Exchange(exchange::AMQPMethod::DeclareOk(exchange::DeclareOk {})),
+            );
+        }
+        Ok(())
+    }
+
+    pub(super) fn on_exchange_delete(&mut self, id: u16, d: exchange::Delete) -> AmqpResult<()> {
+        self.vhost()?
+            .delete_exchange(d.exchange.as_str(), d.if_unused)?;
+        if !d.nowait {
+            self.send_method(
+                id,
+                AMQPClass::Exchange(exchange::AMQPMethod::DeleteOk(exchange::DeleteOk {})),
+            );
+        }
+        Ok(())
+    }
+
+    pub(super) fn on_exchange_bind(&mut self, id: u16, b: exchange::Bind) -> AmqpResult<()> {
+        self.vhost()?.bind(
+            b.source.as_str(),
+            Dest::Exchange(b.destination.as_str().into()),
+            b.routing_key.as_str(),
+            &b.arguments,
+        )?;
+        if !b.nowait {
+            self.send_method(
+                id,
+                AMQPClass::Exchange(exchange::AMQPMethod::BindOk(exchange::BindOk {})),
+            );
+        }
+        Ok(())
+    }
+
+    pub(super) fn on_exchange_unbind(&mut self, id: u16, u: exchange::Unbind) -> AmqpResult<()> {
+        self.vhost()?.unbind(
+            u.source.as_str(),
+            Dest::Exchange(u.destination.as_str().into()),
+            u.routing_key.as_str(),
+            &u.arguments,
+        )?;
+        if !u.nowait {
+            self.send_method(
+                id,
+                AMQPClass::Exchange(exchange::AMQPMethod::UnbindOk(exchange::UnbindOk {})),
+            );
+        }
+        Ok(())
+    }
+
+    pub(super) fn on_queue_declare(&mut self, id: u16, d: queue::Declare) -> AmqpResult<()> {
+        let vhost = self.vhost()?;
+        let requested = strip_cr_lf(d.queue.as_str());
+        let server_named = requested.is_empty() && !d.passive;
+        let name = if requested.is_empty() {
+            if d.passive {
+                self.resolve_queue_name(id, "")?
+            } else {
+                names::queue_name()
+            }
+        } else {
+            requested
+        };
+        let decl = QueueDecl {
+            name,
+            passive: d.passive,
+            durable: d.durable,
+            exclusive: d.exclusive,
+            auto_delete: d.auto_delete,
+            arguments: d.arguments,
+            server_named,
+        };
+        let (q, messages, consumers) = vhost.declare_queue(&decl, self.id())?;
+        if q.args.queue_type == QueueType::Quorum {
+            self.broker.note_quorum_declared();
+        }
+        if q.exclusive_owner == Some(self.id())
+            && !self.exclusive_queues.iter().any(|e| Arc::ptr_eq(e, &q))
+        {
+            self.exclusive_queues.push(q.clone());
+        }
+        self.channel_mut(id)?.last_queue = Some(q.name.clone());
+        if !d.nowait {
+            self.send_method(
+                id,
+                AMQPClass::Queue(queue::AMQPMethod::DeclareOk(queue::DeclareOk {
+                    queue: ShortString::try_new(q.name.clone()).unwrap_or_default(),
+                    message_count: messages,
+                    consumer_count: consumers,
+                })),
+            );
+        }
+        Ok(())
+    }
+
+    pub(super) fn on_queue_bind(&mut self, id: u16, b: queue::Bind) -> AmqpResult<()> {
+        let vhost = self.vhost()?;
+        let name = self.resolve_queue_name(id, b.queue.as_str())?;
+        let key = if b.queue.as_str().is_empty() && b.routing_key.as_str().is_empty() {
+            name.clone()
+        } else {
+            b.routing_key.as_str().to_owned()
+        };
+        vhost.usable_queue(&name, self.id())?;
+        vhost.bind(
+            b.exchange.as_str(),
+            Dest::Queue(name.as_str().into()),
+            &key,
+            &b.arguments,
+        )?;
+        if !b.nowait {
+            self.send_method(
+                id,
+                AMQPClass::Queue(queue::AMQPMethod::BindOk(queue::BindOk {})),
+            );
+        }
+        Ok(())
+    }
+
+    pub(super) fn on_queue_unbind(&mut self, id: u16, u: queue::Unbind) -> AmqpResult<()> {
+        let vhost = self.vhost()?;
+        let name = self.resolve_queue_name(id, u.queue.as_str())?;
+        let key = if u.queue.as_str().is_empty() && u.routing_key.as_str().is_empty() {
+            name.clone()
+        } else {
+            u.routing_key.as_str().to_owned()
+        };
+        vhost.usable_queue(&name, self.id())?;
+        vhost.unbind(
+            u.exchange.as_str(),
+            Dest::Queue(name.as_str().into()),
+            &key,
+            &u.arguments,
+        )?;
+        self.send_method(
+            id,
+            AMQPClass::Queue(queue::AMQPMethod::UnbindOk(queue::UnbindOk {})),
+        );
+        Ok(())
+    }
+
+    pub(super) fn on_queue_purge(&mut self, id: u16, p: queue::Purge) -> AmqpResult<()> {
+        let vhost = self.vhost()?;
+        let name = self.resolve_queue_name(id, p.queue.as_str())?;
+        let q = vhost.usable_queue(&name, self.id())?;
+        let n = q.purge();
+        if !p.nowait {
+            self.send_method(
+                id,
+                AMQPClass::Queue(queue::AMQPMethod::PurgeOk(queue::PurgeOk {
+                    message_count: n,
+                })),
+            );
+        }
+        Ok(())
+    }
+
+    pub(super) fn on_queue_delete(&mut self, id: u16, d: queue::Delete) -> AmqpResult<()> {
+        let vhost = self.vhost()?;
+        let name = self.resolve_queue_name(id, d.queue.as_str())?;
+        let n = vhost.delete_queue(&name, d.if_unused, d.if_empty, self.id())?;
+        self.exclusive_queues.retain(|q| q.name != name);
+        if !d.nowait {
+            self.send_method(
+                id,
+                AMQPClass::Queue(queue::AMQPMethod::DeleteOk(queue::DeleteOk {
+                    message_count: n,
+                })),
+            );
+        }
+        Ok(())
+    }
+}
+
+/// RabbitMQ strips CR and LF from queue names.
+fn strip_cr_lf(s: &str) -> String {
+    s.chars().filter(|c| *c != '\r' && *c != '\n').collect()
+}

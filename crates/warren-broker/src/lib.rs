@@ -1,0 +1,16 @@
+//! Warren's broker core: virtual hosts, exchanges, queues, consumers, and the
+//! connection and channel state machines, plus the tokio driver that runs them.
+#![forbid(unsafe_code)]
+
+pub mod broker;
+pub mod connection;
+pub mod error;
+pub mod exchange;
+pub mod message;
+pub mod names;
+pub mod queue;
+pub mod server;
+pub mod vhost;
+
+pub use broker::{Broker, Config};
+pub use server::{Server, ServerHandle};

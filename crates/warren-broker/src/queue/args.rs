@@ -1,0 +1,303 @@
+//! Queue declare arguments: validation and the redeclare equivalence check, with
+//! RabbitMQ 3.x's reply texts (which print values the way Erlang does).
+
+use amq_protocol::types::{AMQPValue, FieldTable};
+
+use crate::error::AmqpError;
+
+/// The queue type asked for with `x-queue-type`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum QueueType {
+    #[default]
+    Classic,
+    /// Accepted with classic semantics until quorum queues land.
+    Quorum,
+}
+
+/// Overflow behaviour (`x-overflow`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Overflow {
+    #[default]
+    DropHead,
+    RejectPublish,
+    RejectPublishDlx,
+}
+
+/// The arguments the broker understands, validated.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct QueueArgs {
+    pub queue_type: QueueType,
+    pub message_ttl: Option<u64>,
+    pub expires: Option<u64>,
+    pub max_length: Option<u64>,
+    pub max_length_bytes: Option<u64>,
+    pub dead_letter_exchange: Option<String>,
+    pub dead_letter_routing_key: Option<String>,
+    pub max_priority: Option<u8>,
+    pub overflow: Overflow,
+    pub single_active_consumer: bool,
+}
+
+/// Keys compared when a queue is declared again (RabbitMQ's declare-args list).
+const EQUIVALENCE_KEYS: &[&str] = &[
+    "x-expires",
+    "x-message-ttl",
+    "x-dead-letter-exchange",
+    "x-dead-letter-routing-key",
+    "x-max-length",
+    "x-max-length-bytes",
+    "x-max-priority",
+    "x-overflow",
+    "x-queue-mode",
+    "x-queue-type",
+    "x-single-active-consumer",
+    "x-queue-version",
+];
+
+/// Erlang's name for a field-table value type, as RabbitMQ prints it.
+pub fn type_name(v: &AMQPValue) -> &'static str {
+    match v {
+        AMQPValue::Boolean(_) => "bool",
+        AMQPValue::ShortShortInt(_) => "byte",
+        AMQPValue::ShortShortUInt(_) => "unsignedbyte",
+        AMQPValue::ShortInt(_) => "short",
+        AMQPValue::ShortUInt(_) => "unsignedshort",
+        AMQPValue::LongInt(_) => "signedint",
+        AMQPValue::LongUInt(_) => "unsignedint",
+        AMQPValue::LongLongInt(_) => "long",
+        AMQPValue::Float(_) => "float",
+        AMQPValue::Double(_) => "double",
+        AMQPValue::DecimalValue(_) => "decimal",
+        AMQPValue::ShortString(_) | AMQPValue::LongString(_) => "longstr",
+        AMQPValue::FieldArray(_) => "array",
+        AMQPValue::Timestamp(_) => "timestamp",
+        AMQPValue::FieldTable(_) => "table",
+        AMQPValue::ByteArray(_) => "binary",
+        AMQPValue::Void => "void",
+    }
+}
+
+/// A value printed the way Erlang's `~p` prints RabbitMQ's decoded form.
+pub fn erlang_value(v: &AMQPValue) -> String {
+    match v {
+        AMQPValue::Boolean(b) => b.to_string(),
+        AMQPValue::LongString(s) => format!("<<\"{}\">>", String::from_utf8_lossy(s.as_bytes())),
+        AMQPValue::ShortString(s) => format!("<<\"{}\">>", s.as_str()),
+        AMQPValue::Float(f) => format!("{f:?}"),
+        AMQPValue::Double(f) => format!("{f:?}"),
+        AMQPValue::Void => "undefined".into(),
+        other => integer(other).map_or_else(|| format!("{other:?}"), |i| i.to_string()),
+    }
+}
+
+/// Any integer-typed value, whatever its wire width.
+pub fn integer(v: &AMQPValue) -> Option<i128> {
+    Some(match *v {
+        AMQPValue::ShortShortInt(i) => i as i128,
+        AMQPValue::ShortShortUInt(i) => i as i128,
+        AMQPValue::ShortInt(i) => i as i128,
+        AMQPValue::ShortUInt(i) => i as i128,
+        AMQPValue::LongInt(i) => i as i128,
+        AMQPValue::LongUInt(i) => i as i128,
+        AMQPValue::LongLongInt(i) => i as i128,
+        AMQPValue::Timestamp(i) => i as i128,
+        _ => return None,
+    })
+}
+
+fn string(v: &AMQPValue) -> Option<String> {
+    match v {
+        AMQPValue::LongString(s) => Some(String::from_utf8_lossy(s.as_bytes()).into_owned()),
+        AMQPValue::ShortString(s) => Some(s.as_str().to_owned()),
+        _ => None,
+    }
+}
+
+impl QueueArgs {
+    /// Validate declare arguments. `what` is RabbitMQ's resource name, e.g. `queue 'q' in vhost '/'`.
+    pub fn parse(table: &FieldTable, what: &str) -> Result<QueueArgs, AmqpError> {
+        let mut a = QueueArgs::default();
+        for (key, value) in table.inner() {
+            let key = key.as_str();
+            let invalid = |reason: String| {
+                AmqpError::precondition_failed(format!("invalid arg '{key}' for {what}: {reason}"))
+            };
+            let unacceptable = || invalid(format!("{{unacceptable_type,{}}}", type_name(value)));
+            match key {
+                "x-message-ttl" => {
+                    let n = integer(value).ok_or_else(unacceptable)?;
+                    if n < 0 {
+                        return Err(invalid(format!("{{value_negative,{n}}}")));
+                    }
+                    a.message_ttl = Some(n as u64);
+                }
+                "x-expires" => {
+                    let n = integer(value).ok_or_else(unacceptable)?;
+                    if n == 0 {
+                        return Err(invalid(format!("{{value_zero,{n}}}")));
+                    }
+                    if n < 0 {
+                        return Err(invalid(format!("{{value_negative,{n}}}")));
+                    }
+                    a.expires = Some(n as u64);
+                }
+                "x-max-length" | "x-max-length-bytes" => {
+                    let n = integer(value).ok_or_else(unacceptable)?;
+                    if n < 0 {
+                        return Err(invalid(format!("{{value_negative,{n}}}")));
+                    }
+                    if key == "x-max-length" {
+                        a.max_length = Some(n as u64);
+                    } else {
+                        a.max_length_bytes = Some(n as u64);
+                    }
+                }
+                "x-max-priority" => {
+                    let n = integer(value).ok_or_else(unacceptable)?;
+                    if n < 0 {
+                        return Err(invalid(format!("{{value_negative,{n}}}")));
+                    }
+                    if n > 255 {
+                        return Err(invalid(format!("{{value_too_large,{n},255}}")));
+                    }
+                    a.max_priority = Some(n as u8);
+                }
+                "x-dead-letter-exchange" => {
+                    a.dead_letter_exchange = Some(string(value).ok_or_else(unacceptable)?);
+                }
+                "x-dead-letter-routing-key" => {
+                    a.dead_letter_routing_key = Some(string(value).ok_or_else(unacceptable)?);
+                }
+                "x-overflow" => {
+                    let s = string(value).ok_or_else(unacceptable)?;
+                    a.overflow = match s.as_str() {
+                        "drop-head" => Overflow::DropHead,
+                        "reject-publish" => Overflow::RejectPublish,
+                        "reject-publish-dlx" => Overflow::RejectPublishDlx,
+                        _ => return Err(invalid(format!("{{invalid_overflow,<<\"{s}\">>}}"))),
+                    };
+                }
+                "x-queue-mode" => {
+                    let s = string(value).ok_or_else(unacceptable)?;
+                    if s != "default" && s != "lazy" {
+                        return Err(invalid(format!("{{invalid_queue_mode,<<\"{s}\">>}}")));
+                    }
+                }
+                "x-single-active-consumer" => match value {
+                    AMQPValue::Boolean(b) => a.single_active_consumer = *b,
+                    _ => return Err(unacceptable()),
+                },
+                "x-queue-type" => {
+                    let s = string(value).ok_or_else(unacceptable)?;
+                    a.queue_type = match s.as_str() {
+                        "classic" => QueueType::Classic,
+                        "quorum" => QueueType::Quorum,
+                        "stream" => {
+                            return Err(AmqpError::precondition_failed(format!(
+                                "invalid arg 'x-queue-type' for {what}: stream queues are not supported by this broker yet; declare a classic or quorum queue"
+                            )))
+                        }
+                        _ => {
+                            return Err(invalid(format!(
+                                "{{unsupported_queue_type,<<\"{s}\">>}}"
+                            )))
+                        }
+                    };
+                }
+                _ => {}
+            }
+        }
+        if a.dead_letter_routing_key.is_some() && a.dead_letter_exchange.is_none() {
+            return Err(AmqpError::precondition_failed(format!(
+                "invalid arg 'x-dead-letter-routing-key' for {what}: {{no_dlx_configured,<<\"{}\">>}}",
+                a.dead_letter_routing_key.clone().unwrap_or_default()
+            )));
+        }
+        Ok(a)
+    }
+}
+
+/// Compare the arguments of a redeclare with those the queue was created with.
+pub fn check_equivalent(
+    current: &FieldTable,
+    received: &FieldTable,
+    what: &str,
+) -> Result<(), AmqpError> {
+    for key in EQUIVALENCE_KEYS {
+        let cur = current.inner().get(*key);
+        let new = received.inner().get(*key);
+        let same = match (cur, new) {
+            (None, None) => true,
+            (Some(a), Some(b)) => values_equal(a, b),
+            _ => false,
+        };
+        if !same {
+            let show = |v: Option<&AMQPValue>| match v {
+                None => "none".to_string(),
+                Some(v) => format!("the value '{}' of type '{}'", erlang_value(v), type_name(v)),
+            };
+            return Err(AmqpError::precondition_failed(format!(
+                "inequivalent arg '{key}' for {what}: received {} but current is {}",
+                show(new),
+                show(cur)
+            )));
+        }
+    }
+    Ok(())
+}
+
+/// RabbitMQ compares the type and the value of an argument.
+fn values_equal(a: &AMQPValue, b: &AMQPValue) -> bool {
+    type_name(a) == type_name(b) && a == b
+        || matches!((string(a), string(b)), (Some(x), Some(y)) if x == y)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn table(entries: &[(&str, AMQPValue)]) -> FieldTable {
+        let mut t = FieldTable::default();
+        for (k, v) in entries {
+            t.insert((*k).into(), v.clone());
+        }
+        t
+    }
+
+    #[test]
+    fn validates_values() {
+        let what = "queue 'q' in vhost '/'";
+        let e = QueueArgs::parse(&table(&[("x-message-ttl", AMQPValue::LongInt(-1))]), what)
+            .unwrap_err();
+        assert_eq!(
+            e.text,
+            "PRECONDITION_FAILED - invalid arg 'x-message-ttl' for queue 'q' in vhost '/': {value_negative,-1}"
+        );
+        let a =
+            QueueArgs::parse(&table(&[("x-max-length", AMQPValue::LongLongInt(5))]), what).unwrap();
+        assert_eq!(a.max_length, Some(5));
+        assert!(QueueArgs::parse(
+            &table(&[("x-queue-type", AMQPValue::LongString("stream".into()))]),
+            what
+        )
+        .is_err());
+    }
+
+    #[test]
+    fn equivalence_reports_both_sides() {
+        let what = "queue 'q' in vhost '/'";
+        let cur = table(&[("x-message-ttl", AMQPValue::LongInt(1000))]);
+        let e = check_equivalent(&cur, &FieldTable::default(), what).unwrap_err();
+        assert_eq!(
+            e.text,
+            "PRECONDITION_FAILED - inequivalent arg 'x-message-ttl' for queue 'q' in vhost '/': received none but current is the value '1000' of type 'signedint'"
+        );
+        assert!(check_equivalent(&cur, &cur.clone(), what).is_ok());
+        // Unknown keys are not compared.
+        let other = table(&[
+            ("x-message-ttl", AMQPValue::LongInt(1000)),
+            ("foo", AMQPValue::Boolean(true)),
+        ]);
+        assert!(check_equivalent(&cur, &other, what).is_ok());
+    }
+}

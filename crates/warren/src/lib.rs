@@ -1,0 +1,142 @@
+//! Warren, an AMQP 0-9-1 broker for RabbitMQ clients — as a library.
+//!
+//! Start a broker inside your own program or tests:
+//!
+//! ```no_run
+//! # async fn demo() -> std::io::Result<()> {
+//! let broker = warren::Broker::builder().port(0).start().await?;
+//! let url = broker.amqp_url(); // amqp://guest:guest@127.0.0.1:<port>/%2f
+//! // ... connect with lapin, run the code under test ...
+//! broker.shutdown().await;
+//! # Ok(()) }
+//! ```
+#![forbid(unsafe_code)]
+
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
+use std::time::Duration;
+
+pub use warren_broker::Config;
+use warren_broker::{Server, ServerHandle};
+
+/// Builds and starts a broker.
+#[derive(Debug, Clone)]
+pub struct BrokerBuilder {
+    port: u16,
+    bind: Vec<IpAddr>,
+    config: Config,
+}
+
+impl Default for BrokerBuilder {
+    fn default() -> Self {
+        BrokerBuilder {
+            port: 5672,
+            bind: vec![IpAddr::V4(Ipv4Addr::LOCALHOST)],
+            config: Config::default(),
+        }
+    }
+}
+
+impl BrokerBuilder {
+    /// TCP port for AMQP (0 picks a free one).
+    pub fn port(mut self, port: u16) -> Self {
+        self.port = port;
+        self
+    }
+
+    /// Addresses to listen on (default 127.0.0.1).
+    pub fn bind(mut self, addrs: impl IntoIterator<Item = IpAddr>) -> Self {
+        self.bind = addrs.into_iter().collect();
+        self
+    }
+
+    /// Replace the broker settings.
+    pub fn config(mut self, config: Config) -> Self {
+        self.config = config;
+        self
+    }
+
+    /// Bind the listeners and start serving.
+    pub async fn start(self) -> std::io::Result<Broker> {
+        let broker = warren_broker::Broker::new(self.config);
+        let mut addrs: Vec<SocketAddr> = self
+            .bind
+            .iter()
+            .map(|ip| SocketAddr::new(*ip, self.port))
+            .collect();
+        if addrs.is_empty() {
+            addrs.push(SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), self.port));
+        }
+        // With port 0 and several addresses, use the port the first one got for the rest.
+        let first = Server::bind(broker.clone(), &addrs[..1]).await?;
+        let port = first
+            .local_addrs()
+            .first()
+            .map(|a| a.port())
+            .unwrap_or(self.port);
+        let rest: Vec<SocketAddr> = addrs[1..]
+            .iter()
+            .map(|a| SocketAddr::new(a.ip(), port))
+            .collect();
+        let mut handles = vec![first.start()];
+        for a in rest {
+            match Server::bind(broker.clone(), &[a]).await {
+                Ok(s) => handles.push(s.start()),
+                // An IPv6 loopback may be missing (containers): serve IPv4 alone then.
+                Err(e) if a.ip() == IpAddr::V6(Ipv6Addr::LOCALHOST) => {
+                    tracing::warn!("not listening on {a}: {e}");
+                }
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(Broker { handles })
+    }
+}
+
+/// A running broker.
+pub struct Broker {
+    handles: Vec<ServerHandle>,
+}
+
+impl Broker {
+    pub fn builder() -> BrokerBuilder {
+        BrokerBuilder::default()
+    }
+
+    /// The first address the broker listens on.
+    pub fn local_addr(&self) -> SocketAddr {
+        self.local_addrs()[0]
+    }
+
+    /// Every address the broker listens on.
+    pub fn local_addrs(&self) -> Vec<SocketAddr> {
+        self.handles
+            .iter()
+            .flat_map(|h| h.local_addrs().iter().copied())
+            .collect()
+    }
+
+    /// `amqp://guest:guest@<addr>/%2f`, ready for a client.
+    pub fn amqp_url(&self) -> String {
+        let a = self.local_addr();
+        let host = match a.ip() {
+            IpAddr::V6(ip) => format!("[{ip}]"),
+            IpAddr::V4(ip) => ip.to_string(),
+        };
+        format!("amqp://guest:guest@{host}:{}/%2f", a.port())
+    }
+
+    /// Number of open client connections.
+    pub fn connection_count(&self) -> usize {
+        self.handles
+            .first()
+            .map(|h| h.broker.connection_count())
+            .unwrap_or(0)
+    }
+
+    /// Close every connection (320 CONNECTION_FORCED) and stop listening.
+    pub async fn shutdown(self) {
+        for h in self.handles {
+            h.shutdown(Duration::from_secs(5)).await;
+        }
+    }
+}

@@ -1,0 +1,104 @@
+//! The `warren` command: runs the broker.
+
+use std::net::IpAddr;
+
+use clap::Parser;
+use tracing_subscriber::EnvFilter;
+
+/// Warren: an AMQP 0-9-1 message broker for RabbitMQ clients.
+#[derive(Debug, Parser)]
+#[command(name = "warren", version, about)]
+struct Cli {
+    /// AMQP port.
+    #[arg(long, env = "WARREN_PORT", default_value_t = 5672)]
+    port: u16,
+    /// Addresses to listen on (repeat or separate with commas).
+    #[arg(long, env = "WARREN_BIND", value_delimiter = ',', default_values_t = [IpAddr::from([127, 0, 0, 1]), IpAddr::from([0u16, 0, 0, 0, 0, 0, 0, 1])])]
+    bind: Vec<IpAddr>,
+    /// Log filter: error, warn, info, debug, trace, or a tracing directive such as `warren_broker=debug`.
+    #[arg(long, env = "WARREN_LOG_LEVEL", default_value = "info")]
+    log_level: String,
+    /// Largest accepted message body, in bytes.
+    #[arg(long, env = "WARREN_MAX_MESSAGE_SIZE", default_value_t = 128 * 1024 * 1024)]
+    max_message_size: u64,
+    /// Heartbeat interval offered to clients, seconds (0 disables).
+    #[arg(long, env = "WARREN_HEARTBEAT", default_value_t = 60)]
+    heartbeat: u16,
+}
+
+fn main() -> std::process::ExitCode {
+    let cli = Cli::parse();
+    let filter = EnvFilter::try_new(&cli.log_level).unwrap_or_else(|e| {
+        eprintln!(
+            "warren: invalid --log-level '{}': {e}; using 'info'",
+            cli.log_level
+        );
+        EnvFilter::new("info")
+    });
+    tracing_subscriber::fmt().with_env_filter(filter).init();
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("warren: cannot start the async runtime: {e}");
+            return std::process::ExitCode::FAILURE;
+        }
+    };
+    runtime.block_on(run(cli))
+}
+
+async fn run(cli: Cli) -> std::process::ExitCode {
+    let config = warren::Config {
+        max_message_size: cli.max_message_size,
+        heartbeat: cli.heartbeat,
+        ..Default::default()
+    };
+    let broker = match warren::Broker::builder()
+        .port(cli.port)
+        .bind(cli.bind)
+        .config(config)
+        .start()
+        .await
+    {
+        Ok(b) => b,
+        Err(e) => {
+            tracing::error!("{e}");
+            return std::process::ExitCode::FAILURE;
+        }
+    };
+    tracing::info!(
+        version = env!("CARGO_PKG_VERSION"),
+        addresses = ?broker.local_addrs(),
+        "Warren started; connect with amqp://guest:guest@localhost:{}/",
+        broker.local_addr().port()
+    );
+    wait_for_signal().await;
+    tracing::info!("shutting down: closing client connections");
+    broker.shutdown().await;
+    tracing::info!("stopped");
+    std::process::ExitCode::SUCCESS
+}
+
+async fn wait_for_signal() {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{signal, SignalKind};
+        match signal(SignalKind::terminate()) {
+            Ok(mut term) => {
+                tokio::select! {
+                    _ = tokio::signal::ctrl_c() => {}
+                    _ = term.recv() => {}
+                }
+            }
+            Err(_) => {
+                let _ = tokio::signal::ctrl_c().await;
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = tokio::signal::ctrl_c().await;
+    }
+}
