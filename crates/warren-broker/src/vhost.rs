@@ -17,7 +17,8 @@ use crate::connection::handle::ConnectionId;
 use crate::error::{AmqpError, AmqpResult};
 use crate::exchange::{Dest, Exchange};
 use crate::message::Message;
-use crate::queue::{args, Queue, QueueArgs};
+use crate::queue::args::{self, QueueType};
+use crate::queue::{Queue, QueueArgs};
 
 /// Longest exchange-to-exchange chain followed while routing.
 const MAX_ROUTING_HOPS: usize = 64;
@@ -134,7 +135,7 @@ impl VHost {
             )));
         }
         let kind = ExchangeKind::parse(&d.kind).ok_or_else(|| {
-            AmqpError::command_invalid(format!("unknown exchange type '{}'", d.kind))
+            AmqpError::command_invalid(format!("invalid exchange type '{}'", d.kind))
         })?;
         let x = Exchange::new(
             d.name.clone(),
@@ -158,7 +159,7 @@ impl VHost {
         if d.kind != x.kind.as_str() {
             if ExchangeKind::parse(&d.kind).is_none() {
                 return Err(AmqpError::command_invalid(format!(
-                    "unknown exchange type '{}'",
+                    "invalid exchange type '{}'",
                     d.kind
                 )));
             }
@@ -177,38 +178,22 @@ impl VHost {
         if d.internal != x.internal {
             return ineq("internal", d.internal.to_string(), x.internal.to_string());
         }
-        let cur = x.arguments.inner().get("alternate-exchange");
-        let new = d.arguments.inner().get("alternate-exchange");
-        if cur != new {
-            let show = |v: Option<&amq_protocol::types::AMQPValue>| match v {
-                None => "none".to_string(),
-                Some(v) => format!(
-                    "the value '{}' of type '{}'",
-                    args::erlang_value(v),
-                    args::type_name(v)
-                ),
-            };
-            return Err(AmqpError::precondition_failed(format!(
-                "inequivalent arg 'alternate-exchange' for {what}: received {} but current is {}",
-                show(new),
-                show(cur)
-            )));
-        }
-        Ok(())
+        args::check_equivalent_keys(&x.arguments, &d.arguments, &what, &["alternate-exchange"])
     }
 
     pub fn delete_exchange(&self, name: &str, if_unused: bool) -> AmqpResult<()> {
         let _t = self.topology.lock();
         if name.is_empty() || name.starts_with("amq.") {
-            return Err(AmqpError::access_refused(format!(
-                "operation not permitted on the default exchange"
-            ))
+            return Err(AmqpError::access_refused(
+                "operation not permitted on the default exchange",
+            )
             .with_name_check(name, &self.exchange_res(name)));
         }
         let Some(x) = self.exchange(name) else {
             return Ok(());
         };
-        if if_unused && (!x.bindings.read().is_empty() || self.is_destination(name)) {
+        // Only bindings *from* the exchange make it "in use", as in RabbitMQ.
+        if if_unused && !x.bindings.read().is_empty() {
             return Err(AmqpError::precondition_failed(format!(
                 "{} in use",
                 self.exchange_res(name)
@@ -216,13 +201,6 @@ impl VHost {
         }
         self.remove_exchange_locked(name);
         Ok(())
-    }
-
-    fn is_destination(&self, name: &str) -> bool {
-        let d = Dest::Exchange(name.into());
-        self.exchanges
-            .iter()
-            .any(|x| x.bindings.read().has_destination(&d))
     }
 
     /// Remove an exchange and every binding to it; cascades auto-delete.
@@ -273,6 +251,27 @@ impl VHost {
         }
         let what = self.queue_res(&d.name);
         let parsed = QueueArgs::parse(&d.arguments, &what)?;
+        if parsed.queue_type != QueueType::Classic {
+            let bad = if !d.durable {
+                Some("non-durable")
+            } else if d.exclusive {
+                Some("exclusive-owner")
+            } else if d.auto_delete {
+                Some("auto-delete")
+            } else {
+                None
+            };
+            if let Some(prop) = bad {
+                return Err(AmqpError::precondition_failed(format!(
+                    "invalid property '{prop}' for {what}"
+                )));
+            }
+            if parsed.queue_type == QueueType::Stream {
+                return Err(AmqpError::precondition_failed(format!(
+                    "invalid arg 'x-queue-type' for {what}: stream queues are not supported by Warren yet; declare a classic or quorum queue instead"
+                )));
+            }
+        }
         let q = Arc::new(Queue::new(
             d.name.clone(),
             self.name.clone(),
@@ -360,16 +359,19 @@ impl VHost {
 
     // ----- bindings ----------------------------------------------------------------
 
+    /// Add a binding (the source exchange is checked before the destination, as in RabbitMQ).
     pub fn bind(
         &self,
         source: &str,
         dest: Dest,
         routing_key: &str,
         arguments: &FieldTable,
+        conn: ConnectionId,
     ) -> AmqpResult<()> {
         let _t = self.topology.lock();
         let x = self.binding_source(source)?;
         self.check_dest(&dest)?;
+        self.check_dest_exclusive(&dest, conn)?;
         x.bindings
             .write()
             .bind(dest, routing_key, arguments)
@@ -377,16 +379,25 @@ impl VHost {
         Ok(())
     }
 
+    /// Remove a binding. Idempotent: a missing exchange, queue or binding is fine.
     pub fn unbind(
         &self,
         source: &str,
         dest: Dest,
         routing_key: &str,
         arguments: &FieldTable,
+        conn: ConnectionId,
     ) -> AmqpResult<()> {
         let _t = self.topology.lock();
-        let x = self.binding_source(source)?;
-        self.check_dest(&dest)?;
+        if source.is_empty() || matches!(&dest, Dest::Exchange(d) if d.is_empty()) {
+            return Err(AmqpError::access_refused(
+                "operation not permitted on the default exchange",
+            ));
+        }
+        let Some(x) = self.exchange(source) else {
+            return Ok(());
+        };
+        self.check_dest_exclusive(&dest, conn)?;
         let emptied = {
             let mut b = x.bindings.write();
             b.unbind(&dest, routing_key, arguments) && b.is_empty()
@@ -397,14 +408,24 @@ impl VHost {
         Ok(())
     }
 
+    fn check_dest_exclusive(&self, dest: &Dest, conn: ConnectionId) -> AmqpResult<()> {
+        match dest {
+            Dest::Queue(q) => match self.queue(q) {
+                Some(q) => self.check_exclusive(&q, conn),
+                None => Ok(()),
+            },
+            Dest::Exchange(_) => Ok(()),
+        }
+    }
+
     fn binding_source(&self, source: &str) -> AmqpResult<Arc<Exchange>> {
         let x = self
             .exchange(source)
             .ok_or_else(|| self.no_exchange(source))?;
         if x.is_default() {
-            return Err(AmqpError::access_refused(format!(
-                "operation not permitted on the default exchange"
-            )));
+            return Err(AmqpError::access_refused(
+                "operation not permitted on the default exchange",
+            ));
         }
         Ok(x)
     }
@@ -413,9 +434,9 @@ impl VHost {
         match dest {
             Dest::Queue(q) if self.queue(q).is_none() => Err(self.no_queue(q)),
             Dest::Exchange(x) if self.exchange(x).is_none() => Err(self.no_exchange(x)),
-            Dest::Exchange(x) if x.is_empty() => Err(AmqpError::access_refused(format!(
-                "operation not permitted on the default exchange"
-            ))),
+            Dest::Exchange(x) if x.is_empty() => Err(AmqpError::access_refused(
+                "operation not permitted on the default exchange",
+            )),
             _ => Ok(()),
         }
     }

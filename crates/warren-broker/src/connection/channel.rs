@@ -143,9 +143,9 @@ impl Channel {
 
 impl Connection {
     pub(super) fn channel_mut(&mut self, id: u16) -> AmqpResult<&mut Channel> {
-        self.channels.get_mut(&id).ok_or_else(|| {
-            AmqpError::channel_error(format!("expected 'channel.open' on channel {id}"))
-        })
+        self.channels
+            .get_mut(&id)
+            .ok_or_else(|| AmqpError::channel_error("expected 'channel.open'"))
     }
 
     pub(super) fn handle_channel_method(
@@ -173,9 +173,9 @@ impl Connection {
                 return Ok(());
             }
             if !matches!(c.content, Content::Idle) {
-                return Err(AmqpError::unexpected_frame(format!(
-                    "expected content header for class 60, got non content header frame instead"
-                )));
+                return Err(AmqpError::unexpected_frame(
+                    "expected content header for class 60, got non content header frame instead",
+                ));
             }
         }
         let method = match method {
@@ -185,9 +185,7 @@ impl Connection {
             other => other,
         };
         if !self.channels.contains_key(&id) {
-            return Err(AmqpError::channel_error(format!(
-                "expected 'channel.open' on channel {id}"
-            )));
+            return Err(AmqpError::channel_error("expected 'channel.open'"));
         }
         match method {
             Method::Publish(p) => self.on_publish(id, p),

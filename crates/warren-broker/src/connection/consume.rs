@@ -166,7 +166,7 @@ impl Connection {
                 Method::Reject { delivery_tag, .. } => (delivery_tag, false),
                 _ => return Ok(()),
             };
-            if !(multiple && tag == 0) && !chan.unacked.contains_key(&tag) {
+            if !(chan.unacked.contains_key(&tag) || multiple && tag == 0) {
                 return Err(AmqpError::precondition_failed(format!(
                     "unknown delivery tag {tag}"
                 )));

@@ -138,7 +138,7 @@ impl Connection {
             );
             self.close_reason = Some(format!("{mechanism} login refused: {why}"));
             if self.caps.authentication_failure_close {
-                let err = AmqpError::access_refused(text).during((10, 11));
+                let err = AmqpError::access_refused(text);
                 self.connection_error(err, now);
             } else {
                 self.cleanup();

@@ -27,9 +27,7 @@ impl Connection {
     pub(super) fn handle_content_header(&mut self, id: u16, payload: Bytes) -> AmqpResult<()> {
         let max = self.broker.config.max_message_size;
         let Some(chan) = self.channels.get_mut(&id) else {
-            return Err(AmqpError::channel_error(format!(
-                "expected 'channel.open' on channel {id}"
-            )));
+            return Err(AmqpError::channel_error("expected 'channel.open'"));
         };
         if chan.closing {
             return Ok(());
@@ -73,9 +71,7 @@ impl Connection {
 
     pub(super) fn handle_content_body(&mut self, id: u16, payload: Bytes) -> AmqpResult<()> {
         let Some(chan) = self.channels.get_mut(&id) else {
-            return Err(AmqpError::channel_error(format!(
-                "expected 'channel.open' on channel {id}"
-            )));
+            return Err(AmqpError::channel_error("expected 'channel.open'"));
         };
         if chan.closing {
             return Ok(());

@@ -73,6 +73,7 @@ impl Connection {
             Dest::Exchange(b.destination.as_str().into()),
             b.routing_key.as_str(),
             &b.arguments,
+            self.id(),
         )?;
         if !b.nowait {
             self.send_method(
@@ -89,6 +90,7 @@ impl Connection {
             Dest::Exchange(u.destination.as_str().into()),
             u.routing_key.as_str(),
             &u.arguments,
+            self.id(),
         )?;
         if !u.nowait {
             self.send_method(
@@ -152,12 +154,12 @@ impl Connection {
         } else {
             b.routing_key.as_str().to_owned()
         };
-        vhost.usable_queue(&name, self.id())?;
         vhost.bind(
             b.exchange.as_str(),
             Dest::Queue(name.as_str().into()),
             &key,
             &b.arguments,
+            self.id(),
         )?;
         if !b.nowait {
             self.send_method(
@@ -176,12 +178,12 @@ impl Connection {
         } else {
             u.routing_key.as_str().to_owned()
         };
-        vhost.usable_queue(&name, self.id())?;
         vhost.unbind(
             u.exchange.as_str(),
             Dest::Queue(name.as_str().into()),
             &key,
             &u.arguments,
+            self.id(),
         )?;
         self.send_method(
             id,

@@ -12,6 +12,8 @@ pub enum QueueType {
     Classic,
     /// Accepted with classic semantics until quorum queues land.
     Quorum,
+    /// Refused at declare time until streams land.
+    Stream,
 }
 
 /// Overflow behaviour (`x-overflow`).
@@ -123,16 +125,23 @@ impl QueueArgs {
                 AmqpError::precondition_failed(format!("invalid arg '{key}' for {what}: {reason}"))
             };
             let unacceptable = || invalid(format!("{{unacceptable_type,{}}}", type_name(value)));
+            let not_integer = || invalid(format!("\"expected integer, got {}\"", type_name(value)));
+            let bad_type = || {
+                AmqpError::precondition_failed(format!(
+                    "invalid type '{}' for arg '{key}' in {what}",
+                    type_name(value)
+                ))
+            };
             match key {
                 "x-message-ttl" => {
-                    let n = integer(value).ok_or_else(unacceptable)?;
+                    let n = integer(value).ok_or_else(not_integer)?;
                     if n < 0 {
                         return Err(invalid(format!("{{value_negative,{n}}}")));
                     }
                     a.message_ttl = Some(n as u64);
                 }
                 "x-expires" => {
-                    let n = integer(value).ok_or_else(unacceptable)?;
+                    let n = integer(value).ok_or_else(not_integer)?;
                     if n == 0 {
                         return Err(invalid(format!("{{value_zero,{n}}}")));
                     }
@@ -142,7 +151,7 @@ impl QueueArgs {
                     a.expires = Some(n as u64);
                 }
                 "x-max-length" | "x-max-length-bytes" => {
-                    let n = integer(value).ok_or_else(unacceptable)?;
+                    let n = integer(value).ok_or_else(not_integer)?;
                     if n < 0 {
                         return Err(invalid(format!("{{value_negative,{n}}}")));
                     }
@@ -153,20 +162,20 @@ impl QueueArgs {
                     }
                 }
                 "x-max-priority" => {
-                    let n = integer(value).ok_or_else(unacceptable)?;
+                    let n = integer(value).ok_or_else(not_integer)?;
                     if n < 0 {
                         return Err(invalid(format!("{{value_negative,{n}}}")));
                     }
                     if n > 255 {
-                        return Err(invalid(format!("{{value_too_large,{n},255}}")));
+                        return Err(invalid(format!("{{max_value_exceeded,{n}}}")));
                     }
                     a.max_priority = Some(n as u8);
                 }
                 "x-dead-letter-exchange" => {
-                    a.dead_letter_exchange = Some(string(value).ok_or_else(unacceptable)?);
+                    a.dead_letter_exchange = Some(string(value).ok_or_else(bad_type)?);
                 }
                 "x-dead-letter-routing-key" => {
-                    a.dead_letter_routing_key = Some(string(value).ok_or_else(unacceptable)?);
+                    a.dead_letter_routing_key = Some(string(value).ok_or_else(bad_type)?);
                 }
                 "x-overflow" => {
                     let s = string(value).ok_or_else(unacceptable)?;
@@ -174,13 +183,13 @@ impl QueueArgs {
                         "drop-head" => Overflow::DropHead,
                         "reject-publish" => Overflow::RejectPublish,
                         "reject-publish-dlx" => Overflow::RejectPublishDlx,
-                        _ => return Err(invalid(format!("{{invalid_overflow,<<\"{s}\">>}}"))),
+                        _ => return Err(invalid("invalid_overflow".to_string())),
                     };
                 }
                 "x-queue-mode" => {
                     let s = string(value).ok_or_else(unacceptable)?;
                     if s != "default" && s != "lazy" {
-                        return Err(invalid(format!("{{invalid_queue_mode,<<\"{s}\">>}}")));
+                        return Err(invalid(format!("\"unsupported queue mode '{s}'\"")));
                     }
                 }
                 "x-single-active-consumer" => match value {
@@ -192,16 +201,8 @@ impl QueueArgs {
                     a.queue_type = match s.as_str() {
                         "classic" => QueueType::Classic,
                         "quorum" => QueueType::Quorum,
-                        "stream" => {
-                            return Err(AmqpError::precondition_failed(format!(
-                                "invalid arg 'x-queue-type' for {what}: stream queues are not supported by this broker yet; declare a classic or quorum queue"
-                            )))
-                        }
-                        _ => {
-                            return Err(invalid(format!(
-                                "{{unsupported_queue_type,<<\"{s}\">>}}"
-                            )))
-                        }
+                        "stream" => QueueType::Stream,
+                        _ => return Err(invalid(format!("\"unsupported queue type '{s}'\""))),
                     };
                 }
                 _ => {}
@@ -209,8 +210,7 @@ impl QueueArgs {
         }
         if a.dead_letter_routing_key.is_some() && a.dead_letter_exchange.is_none() {
             return Err(AmqpError::precondition_failed(format!(
-                "invalid arg 'x-dead-letter-routing-key' for {what}: {{no_dlx_configured,<<\"{}\">>}}",
-                a.dead_letter_routing_key.clone().unwrap_or_default()
+                "invalid arg 'x-dead-letter-routing-key' for {what}: routing_key_but_no_dlx_defined"
             )));
         }
         Ok(a)
@@ -223,7 +223,17 @@ pub fn check_equivalent(
     received: &FieldTable,
     what: &str,
 ) -> Result<(), AmqpError> {
-    for key in EQUIVALENCE_KEYS {
+    check_equivalent_keys(current, received, what, EQUIVALENCE_KEYS)
+}
+
+/// Compare the given argument keys of a redeclare.
+pub fn check_equivalent_keys(
+    current: &FieldTable,
+    received: &FieldTable,
+    what: &str,
+    keys: &[&str],
+) -> Result<(), AmqpError> {
+    for key in keys {
         let cur = current.inner().get(*key);
         let new = received.inner().get(*key);
         let same = match (cur, new) {
@@ -232,24 +242,57 @@ pub fn check_equivalent(
             _ => false,
         };
         if !same {
-            let show = |v: Option<&AMQPValue>| match v {
-                None => "none".to_string(),
-                Some(v) => format!("the value '{}' of type '{}'", erlang_value(v), type_name(v)),
-            };
-            return Err(AmqpError::precondition_failed(format!(
-                "inequivalent arg '{key}' for {what}: received {} but current is {}",
-                show(new),
-                show(cur)
-            )));
+            return Err(inequivalent(key, what, cur, new));
         }
     }
     Ok(())
 }
 
-/// RabbitMQ compares the type and the value of an argument.
+/// RabbitMQ's "inequivalent arg" error: both values bare when both are present,
+/// with their type when one side is missing.
+pub fn inequivalent(
+    key: &str,
+    what: &str,
+    current: Option<&AMQPValue>,
+    received: Option<&AMQPValue>,
+) -> AmqpError {
+    let (cur, new) = match (current, received) {
+        (Some(c), Some(r)) => (
+            format!("'{}'", plain_value(c)),
+            format!("'{}'", plain_value(r)),
+        ),
+        _ => {
+            let show = |v: Option<&AMQPValue>| match v {
+                None => "none".to_string(),
+                Some(v) => format!("the value '{}' of type '{}'", plain_value(v), type_name(v)),
+            };
+            (show(current), show(received))
+        }
+    };
+    AmqpError::precondition_failed(format!(
+        "inequivalent arg '{key}' for {what}: received {new} but current is {cur}"
+    ))
+}
+
+/// A value as Erlang's `~ts`/`~tp` prints it: strings bare, numbers plain.
+fn plain_value(v: &AMQPValue) -> String {
+    match v {
+        AMQPValue::LongString(s) => String::from_utf8_lossy(s.as_bytes()).into_owned(),
+        AMQPValue::ShortString(s) => s.as_str().to_owned(),
+        other => erlang_value(other),
+    }
+}
+
+/// RabbitMQ compares an argument's type class (all integers alike) and value.
 fn values_equal(a: &AMQPValue, b: &AMQPValue) -> bool {
-    type_name(a) == type_name(b) && a == b
-        || matches!((string(a), string(b)), (Some(x), Some(y)) if x == y)
+    match (integer(a), integer(b)) {
+        (Some(x), Some(y)) => x == y,
+        (None, None) => match (string(a), string(b)) {
+            (Some(x), Some(y)) => x == y,
+            _ => a == b,
+        },
+        _ => false,
+    }
 }
 
 #[cfg(test)]
@@ -276,11 +319,15 @@ mod tests {
         let a =
             QueueArgs::parse(&table(&[("x-max-length", AMQPValue::LongLongInt(5))]), what).unwrap();
         assert_eq!(a.max_length, Some(5));
-        assert!(QueueArgs::parse(
-            &table(&[("x-queue-type", AMQPValue::LongString("stream".into()))]),
-            what
+        let e = QueueArgs::parse(
+            &table(&[("x-max-length", AMQPValue::LongString("abc".into()))]),
+            what,
         )
-        .is_err());
+        .unwrap_err();
+        assert_eq!(
+            e.text,
+            "PRECONDITION_FAILED - invalid arg 'x-max-length' for queue 'q' in vhost '/': \"expected integer, got longstr\""
+        );
     }
 
     #[test]
