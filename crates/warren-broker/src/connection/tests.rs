@@ -1,1 +1,428 @@
+//! Socket-free tests of the connection state machine: a scripted client feeds
+//! frames in and reads frames out, with a virtual clock.
 
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use amq_protocol::protocol::{basic, channel as ch, connection as conn, queue, AMQPClass};
+use amq_protocol::types::{FieldTable, LongString};
+use bytes::{BufMut, Bytes, BytesMut};
+use tokio::sync::mpsc::UnboundedReceiver;
+use warren_codec::frame::{
+    decode_frame, encode_frame, Frame, FRAME_BODY, FRAME_HEADER, FRAME_HEARTBEAT,
+};
+use warren_codec::{decode_method, encode_method, Method};
+
+use super::{ConnEvent, Connection};
+use crate::broker::{Broker, Config};
+
+struct Client {
+    conn: Connection,
+    inbox: UnboundedReceiver<ConnEvent>,
+    now: Instant,
+    received: BytesMut,
+}
+
+impl Client {
+    fn new(broker: &Arc<Broker>) -> Client {
+        Client::from(broker, "127.0.0.1:40000")
+    }
+
+    fn from(broker: &Arc<Broker>, peer: &str) -> Client {
+        let (handle, inbox) = broker.register_connection();
+        let now = Instant::now();
+        let peer: SocketAddr = peer.parse().unwrap();
+        Client {
+            conn: Connection::new(broker.clone(), handle, peer, now),
+            inbox,
+            now,
+            received: BytesMut::new(),
+        }
+    }
+
+    fn send_bytes(&mut self, bytes: &[u8]) {
+        let mut buf = BytesMut::from(bytes);
+        self.conn.handle_input(&mut buf, self.now);
+        self.pump();
+    }
+
+    /// Deliver queued events (deliveries) to the connection, as the driver does.
+    fn pump(&mut self) {
+        while let Ok(ev) = self.inbox.try_recv() {
+            self.conn.handle_event(ev, self.now);
+        }
+        if let Some(out) = self.conn.take_output(self.now) {
+            self.received.extend_from_slice(&out);
+        }
+    }
+
+    fn send(&mut self, channel: u16, m: AMQPClass) {
+        let mut out = BytesMut::new();
+        encode_method(&mut out, channel, &m);
+        self.send_bytes(&out);
+    }
+
+    fn frames(&mut self) -> Vec<Frame> {
+        let mut v = Vec::new();
+        while let Some(f) = decode_frame(&mut self.received, 0).unwrap() {
+            v.push(f);
+        }
+        v
+    }
+
+    fn methods(&mut self) -> Vec<(u16, Method)> {
+        self.frames()
+            .into_iter()
+            .filter_map(|f| match f {
+                Frame::Method { channel, payload } => {
+                    Some((channel, decode_method(&payload).unwrap()))
+                }
+                _ => None,
+            })
+            .collect()
+    }
+
+    fn handshake(&mut self, heartbeat: u16) {
+        self.send_bytes(b"AMQP\x00\x00\x09\x01");
+        self.send(
+            0,
+            AMQPClass::Connection(conn::AMQPMethod::StartOk(conn::StartOk {
+                client_properties: FieldTable::default(),
+                mechanism: "PLAIN".into(),
+                response: LongString::from(&b"\0guest\0guest"[..]),
+                locale: "en_US".into(),
+            })),
+        );
+        self.send(
+            0,
+            AMQPClass::Connection(conn::AMQPMethod::TuneOk(conn::TuneOk {
+                channel_max: 2047,
+                frame_max: 131072,
+                heartbeat,
+            })),
+        );
+        self.send(
+            0,
+            AMQPClass::Connection(conn::AMQPMethod::Open(conn::Open {
+                virtual_host: "/".into(),
+                ..Default::default()
+            })),
+        );
+        let ms = self.methods();
+        assert!(
+            matches!(
+                ms.last(),
+                Some((
+                    0,
+                    Method::Other(AMQPClass::Connection(conn::AMQPMethod::OpenOk(_)))
+                ))
+            ),
+            "{ms:?}"
+        );
+    }
+
+    fn open_channel(&mut self, id: u16) {
+        self.send(id, AMQPClass::Channel(ch::AMQPMethod::Open(ch::Open {})));
+        assert!(matches!(
+            self.methods().last(),
+            Some((
+                _,
+                Method::Other(AMQPClass::Channel(ch::AMQPMethod::OpenOk(_)))
+            ))
+        ));
+    }
+
+    fn declare(&mut self, channel: u16, name: &str) {
+        self.send(
+            channel,
+            AMQPClass::Queue(queue::AMQPMethod::Declare(queue::Declare {
+                queue: name.into(),
+                ..Default::default()
+            })),
+        );
+        self.methods();
+    }
+
+    fn publish(&mut self, channel: u16, routing_key: &str, body: &[u8]) {
+        let mut out = BytesMut::new();
+        encode_method(
+            &mut out,
+            channel,
+            &AMQPClass::Basic(basic::AMQPMethod::Publish(basic::Publish {
+                exchange: "".into(),
+                routing_key: routing_key.into(),
+                mandatory: false,
+                immediate: false,
+            })),
+        );
+        let mut header = BytesMut::new();
+        header.put_u16(60);
+        header.put_u16(0);
+        header.put_u64(body.len() as u64);
+        header.put_u16(0);
+        encode_frame(&mut out, FRAME_HEADER, channel, &header);
+        encode_frame(&mut out, FRAME_BODY, channel, body);
+        self.send_bytes(&out);
+    }
+
+    fn close_code(&mut self) -> Option<(u16, String, bool)> {
+        self.methods().into_iter().find_map(|(_, m)| match m {
+            Method::Other(AMQPClass::Connection(conn::AMQPMethod::Close(c))) => {
+                Some((c.reply_code, c.reply_text.to_string(), true))
+            }
+            Method::Other(AMQPClass::Channel(ch::AMQPMethod::Close(c))) => {
+                Some((c.reply_code, c.reply_text.to_string(), false))
+            }
+            _ => None,
+        })
+    }
+}
+
+fn broker() -> Arc<Broker> {
+    Broker::new(Config::default())
+}
+
+#[test]
+fn handshake_offers_rabbitmq_tuning() {
+    let b = broker();
+    let mut c = Client::new(&b);
+    c.send_bytes(b"AMQP\x00\x00\x09\x01");
+    let ms = c.methods();
+    let Some((0, Method::Other(AMQPClass::Connection(conn::AMQPMethod::Start(s))))) = ms.first()
+    else {
+        panic!("{ms:?}")
+    };
+    assert_eq!(s.mechanisms.to_string(), "PLAIN AMQPLAIN");
+    c.send(
+        0,
+        AMQPClass::Connection(conn::AMQPMethod::StartOk(conn::StartOk {
+            client_properties: FieldTable::default(),
+            mechanism: "PLAIN".into(),
+            response: LongString::from(&b"\0guest\0guest"[..]),
+            locale: "en_US".into(),
+        })),
+    );
+    let ms = c.methods();
+    let Some((0, Method::Other(AMQPClass::Connection(conn::AMQPMethod::Tune(t))))) = ms.first()
+    else {
+        panic!("{ms:?}")
+    };
+    assert_eq!(
+        (t.channel_max, t.frame_max, t.heartbeat),
+        (2047, 131072, 60)
+    );
+}
+
+#[test]
+fn wrong_protocol_header_gets_ours_back() {
+    let b = broker();
+    let mut c = Client::new(&b);
+    c.send_bytes(b"AMQP\x01\x01\x00\x0a");
+    assert_eq!(&c.received[..], b"AMQP\x00\x00\x09\x01");
+    assert!(c.conn.is_closed());
+}
+
+#[test]
+fn guest_is_refused_from_a_remote_address() {
+    let b = broker();
+    let mut c = Client::from(&b, "10.1.2.3:5000");
+    c.send_bytes(b"AMQP\x00\x00\x09\x01");
+    c.methods();
+    c.send(
+        0,
+        AMQPClass::Connection(conn::AMQPMethod::StartOk(conn::StartOk {
+            client_properties: FieldTable::default(),
+            mechanism: "PLAIN".into(),
+            response: LongString::from(&b"\0guest\0guest"[..]),
+            locale: "en_US".into(),
+        })),
+    );
+    // Without authentication_failure_close the socket is simply closed.
+    assert!(c.conn.is_closed());
+    assert!(c.methods().is_empty());
+}
+
+#[test]
+fn publish_then_get_round_trips_body() {
+    let b = broker();
+    let mut c = Client::new(&b);
+    c.handshake(0);
+    c.open_channel(1);
+    c.declare(1, "q");
+    c.publish(1, "q", b"hello");
+    c.send(
+        1,
+        AMQPClass::Basic(basic::AMQPMethod::Get(basic::Get {
+            queue: "q".into(),
+            no_ack: true,
+        })),
+    );
+    let frames = c.frames();
+    assert_eq!(frames.len(), 3, "{frames:?}");
+    assert_eq!(
+        frames[2],
+        Frame::Body {
+            channel: 1,
+            payload: Bytes::from_static(b"hello")
+        }
+    );
+}
+
+#[test]
+fn prefetch_limits_deliveries_exactly() {
+    let b = broker();
+    let mut c = Client::new(&b);
+    c.handshake(0);
+    c.open_channel(1);
+    c.declare(1, "q");
+    for i in 0..10 {
+        c.publish(1, "q", format!("m{i}").as_bytes());
+    }
+    c.send(
+        1,
+        AMQPClass::Basic(basic::AMQPMethod::Qos(basic::Qos {
+            prefetch_count: 3,
+            global: false,
+        })),
+    );
+    c.send(
+        1,
+        AMQPClass::Basic(basic::AMQPMethod::Consume(basic::Consume {
+            queue: "q".into(),
+            consumer_tag: "c".into(),
+            ..Default::default()
+        })),
+    );
+    let delivered = |ms: &[(u16, Method)]| {
+        ms.iter()
+            .filter(|(_, m)| {
+                matches!(
+                    m,
+                    Method::Other(AMQPClass::Basic(basic::AMQPMethod::Deliver(_)))
+                )
+            })
+            .count()
+    };
+    let ms = c.methods();
+    assert_eq!(delivered(&ms), 3);
+    c.send(
+        1,
+        AMQPClass::Basic(basic::AMQPMethod::Ack(basic::Ack {
+            delivery_tag: 2,
+            multiple: true,
+        })),
+    );
+    assert_eq!(delivered(&c.methods()), 2);
+}
+
+#[test]
+fn unknown_delivery_tag_closes_the_channel_only() {
+    let b = broker();
+    let mut c = Client::new(&b);
+    c.handshake(0);
+    c.open_channel(1);
+    c.send(
+        1,
+        AMQPClass::Basic(basic::AMQPMethod::Ack(basic::Ack {
+            delivery_tag: 99,
+            multiple: false,
+        })),
+    );
+    assert_eq!(
+        c.close_code(),
+        Some((
+            406,
+            "PRECONDITION_FAILED - unknown delivery tag 99".into(),
+            false
+        ))
+    );
+    c.open_channel(2);
+}
+
+#[test]
+fn oversize_frame_is_a_frame_error() {
+    let b = broker();
+    let mut c = Client::new(&b);
+    c.handshake(0);
+    c.open_channel(1);
+    // A header announcing 1 MiB: refused from the 7-byte header alone.
+    c.send_bytes(&[FRAME_BODY, 0, 1, 0, 0x10, 0, 0]);
+    let (code, _, hard) = c.close_code().unwrap();
+    assert_eq!((code, hard), (501, true));
+}
+
+#[test]
+fn heartbeat_on_a_channel_is_unexpected() {
+    let b = broker();
+    let mut c = Client::new(&b);
+    c.handshake(0);
+    c.send_bytes(&[FRAME_HEARTBEAT, 0, 1, 0, 0, 0, 0, 0xCE]);
+    assert_eq!(
+        c.close_code().map(|(code, _, hard)| (code, hard)),
+        Some((505, true))
+    );
+}
+
+#[test]
+fn silent_peer_is_dropped_after_two_heartbeat_intervals() {
+    let b = broker();
+    let mut c = Client::new(&b);
+    c.handshake(1);
+    let start = c.now;
+    // The broker sends heartbeats while the client is silent...
+    c.now = start + Duration::from_millis(600);
+    c.conn.handle_timeout(c.now);
+    c.pump();
+    assert!(c
+        .frames()
+        .iter()
+        .any(|f| matches!(f, Frame::Heartbeat { channel: 0 })));
+    assert!(!c.conn.is_closed());
+    // ...and gives up after two intervals without hearing from it.
+    c.now = start + Duration::from_millis(2100);
+    c.conn.handle_timeout(c.now);
+    assert!(c.conn.is_closed());
+}
+
+#[test]
+fn handshake_must_finish_in_time() {
+    let b = broker();
+    let mut c = Client::new(&b);
+    c.send_bytes(b"AMQP\x00\x00\x09\x01");
+    let deadline = c.conn.poll_timeout().unwrap();
+    assert_eq!(deadline - c.now, Duration::from_secs(10));
+    c.conn.handle_timeout(deadline);
+    assert!(c.conn.is_closed());
+}
+
+#[test]
+fn unacked_messages_return_when_the_channel_closes() {
+    let b = broker();
+    let mut c = Client::new(&b);
+    c.handshake(0);
+    c.open_channel(1);
+    c.declare(1, "q");
+    c.publish(1, "q", b"x");
+    c.send(
+        1,
+        AMQPClass::Basic(basic::AMQPMethod::Consume(basic::Consume {
+            queue: "q".into(),
+            consumer_tag: "c".into(),
+            ..Default::default()
+        })),
+    );
+    c.methods();
+    let q = b.vhost("/").unwrap().queue("q").unwrap();
+    assert_eq!(q.counts(), (0, 1));
+    c.send(
+        1,
+        AMQPClass::Channel(ch::AMQPMethod::Close(ch::Close {
+            reply_code: 200,
+            reply_text: "bye".into(),
+            class_id: 0,
+            method_id: 0,
+        })),
+    );
+    assert_eq!(q.counts(), (1, 0));
+}
