@@ -106,7 +106,6 @@ impl Client {
             0,
             AMQPClass::Connection(conn::AMQPMethod::Open(conn::Open {
                 virtual_host: "/".into(),
-                ..Default::default()
             })),
         );
         let ms = self.methods();
