@@ -52,6 +52,19 @@ impl Connection {
         } else {
             c.consumer_tag.as_str().into()
         };
+        let priority = match c.arguments.inner().get("x-priority") {
+            None => 0,
+            Some(v) => crate::queue::args::integer(v)
+                .and_then(|i| i32::try_from(i).ok())
+                .ok_or_else(|| {
+                    AmqpError::precondition_failed(format!(
+                        "invalid arg 'x-priority' for queue '{}' in vhost '{}': {{unacceptable_type,{}}}",
+                        name,
+                        queue.vhost,
+                        crate::queue::args::type_name(v)
+                    ))
+                })?,
+        };
         let handle = self.handle.clone();
         let chan = self.channel_mut(id)?;
         if chan.consumers.contains_key(&tag) {
@@ -68,6 +81,7 @@ impl Connection {
             exclusive: c.exclusive,
             credit: credit.clone(),
             channel_credit: chan.channel_credit.clone(),
+            priority,
         };
         // Deliveries reach this connection through its inbox, which is drained only
         // after this frame's output, so consume-ok still precedes them.

@@ -23,6 +23,7 @@ impl Connection {
             "consumer_cancel_notify",
             "authentication_failure_close",
             "per_consumer_qos",
+            "consumer_priorities",
         ] {
             caps.insert(cap.into(), AMQPValue::Boolean(true));
         }

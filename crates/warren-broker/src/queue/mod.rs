@@ -44,6 +44,8 @@ pub struct Consumer {
     pub credit: Arc<Credit>,
     /// Shared per-channel prefetch (`basic.qos global=true`).
     pub channel_credit: Arc<Credit>,
+    /// `x-priority`: higher-priority consumers are served first while they have room.
+    pub priority: i32,
 }
 
 impl Consumer {
@@ -82,8 +84,43 @@ struct QueueState {
     ready: VecDeque<QueuedMessage>,
     next_seq: u64,
     consumers: VecDeque<Consumer>,
+    /// Whether consumers have different priorities (otherwise plain round-robin).
+    mixed_priorities: bool,
     had_consumer: bool,
     deleted: bool,
+}
+
+impl QueueState {
+    fn update_priorities(&mut self) {
+        let first = self.consumers.front().map(|c| c.priority);
+        self.mixed_priorities = self.consumers.iter().any(|c| Some(c.priority) != first);
+    }
+
+    /// The next consumer to deliver to, with its credit already reserved.
+    fn choose_consumer(&mut self) -> Option<Consumer> {
+        if !self.mixed_priorities {
+            // Round-robin: the consumer served last went to the back.
+            for _ in 0..self.consumers.len() {
+                if self.consumers.front().is_some_and(|c| c.try_reserve()) {
+                    return self.consumers.pop_front();
+                }
+                self.consumers.rotate_left(1);
+            }
+            return None;
+        }
+        // Highest priority first; round-robin among equals (deque order).
+        let mut levels: Vec<i32> = self.consumers.iter().map(|c| c.priority).collect();
+        levels.sort_unstable_by(|a, b| b.cmp(a));
+        levels.dedup();
+        for p in levels {
+            for i in 0..self.consumers.len() {
+                if self.consumers[i].priority == p && self.consumers[i].try_reserve() {
+                    return self.consumers.remove(i);
+                }
+            }
+        }
+        None
+    }
 }
 
 #[derive(Debug)]
@@ -208,6 +245,7 @@ impl Queue {
         }
         st.consumers.push_back(consumer);
         st.had_consumer = true;
+        st.update_priorities();
         self.dispatch(&mut st);
         Ok(())
     }
@@ -216,6 +254,7 @@ impl Queue {
         let mut st = self.state.lock();
         let before = st.consumers.len();
         st.consumers.retain(|c| !c.is(conn, channel, tag));
+        st.update_priorities();
         if st.consumers.len() == before {
             ConsumerRemoved::NotFound
         } else if self.auto_delete && st.consumers.is_empty() && st.had_consumer && !st.deleted {
@@ -267,16 +306,9 @@ impl Queue {
     /// Hand ready messages to consumers that have room, round-robin.
     fn dispatch(self: &Arc<Self>, st: &mut QueueState) {
         while !st.ready.is_empty() && !st.consumers.is_empty() {
-            let mut chosen = None;
-            for _ in 0..st.consumers.len() {
-                let ok = st.consumers.front().is_some_and(|c| c.try_reserve());
-                if ok {
-                    chosen = st.consumers.pop_front();
-                    break;
-                }
-                st.consumers.rotate_left(1);
-            }
-            let Some(consumer) = chosen else { break };
+            let Some(consumer) = st.choose_consumer() else {
+                break;
+            };
             let Some(message) = st.ready.pop_front() else {
                 consumer.unreserve();
                 st.consumers.push_front(consumer);
@@ -303,5 +335,105 @@ impl Queue {
                 Err(_) => break,
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::connection::handle::ConnHandle;
+    use bytes::Bytes;
+    use tokio::sync::mpsc::UnboundedReceiver;
+    use warren_codec::ContentHeader;
+
+    fn message() -> Arc<Message> {
+        let raw = Bytes::from_static(&[0, 60, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1, 0, 0]);
+        Arc::new(Message {
+            exchange: String::new(),
+            routing_key: "q".into(),
+            header: ContentHeader::parse(raw).unwrap(),
+            body: Bytes::from_static(b"x"),
+        })
+    }
+
+    fn queue() -> Arc<Queue> {
+        Arc::new(Queue::new(
+            "q".into(),
+            "/".into(),
+            false,
+            false,
+            None,
+            FieldTable::default(),
+            QueueArgs::default(),
+        ))
+    }
+
+    fn consumer(
+        id: u64,
+        tag: &str,
+        prefetch: u32,
+        priority: i32,
+    ) -> (Consumer, UnboundedReceiver<ConnEvent>) {
+        let (conn, rx) = ConnHandle::new(id);
+        (
+            Consumer {
+                tag: tag.into(),
+                channel: 1,
+                conn,
+                no_ack: false,
+                exclusive: false,
+                credit: Arc::new(Credit::new(prefetch)),
+                channel_credit: Arc::new(Credit::new(0)),
+                priority,
+            },
+            rx,
+        )
+    }
+
+    fn count(rx: &mut UnboundedReceiver<ConnEvent>) -> usize {
+        let mut n = 0;
+        while rx.try_recv().is_ok() {
+            n += 1;
+        }
+        n
+    }
+
+    #[test]
+    fn round_robin_between_equal_consumers() {
+        let q = queue();
+        let (a, mut ra) = consumer(1, "a", 0, 0);
+        let (b, mut rb) = consumer(2, "b", 0, 0);
+        q.add_consumer(a).unwrap();
+        q.add_consumer(b).unwrap();
+        for _ in 0..10 {
+            q.publish(message());
+        }
+        assert_eq!((count(&mut ra), count(&mut rb)), (5, 5));
+    }
+
+    #[test]
+    fn higher_priority_consumer_first_until_full() {
+        let q = queue();
+        let (low, mut rl) = consumer(1, "low", 0, 0);
+        let (high, mut rh) = consumer(2, "high", 3, 10);
+        q.add_consumer(low).unwrap();
+        q.add_consumer(high).unwrap();
+        for _ in 0..10 {
+            q.publish(message());
+        }
+        assert_eq!((count(&mut rh), count(&mut rl)), (3, 7));
+    }
+
+    #[test]
+    fn requeued_messages_keep_their_position() {
+        let q = queue();
+        for _ in 0..3 {
+            q.publish(message());
+        }
+        let (first, _) = q.get().unwrap();
+        let (second, _) = q.get().unwrap();
+        q.requeue([second, first]);
+        let (m, left) = q.get().unwrap();
+        assert_eq!((m.seq, m.redelivered, left), (0, true, 2));
     }
 }
