@@ -124,6 +124,10 @@ impl Broker {
         (handle, rx)
     }
 
+    pub fn connection(&self, id: ConnectionId) -> Option<Arc<ConnHandle>> {
+        self.connections.get(&id).map(|c| c.value().clone())
+    }
+
     pub fn unregister_connection(&self, id: ConnectionId) {
         self.connections.remove(&id);
     }

@@ -55,6 +55,8 @@ pub struct ContentHeader {
     expiration: Option<(usize, usize)>,
     /// Byte range of the `user_id` short string's text inside `raw`.
     user_id: Option<(usize, usize)>,
+    /// Byte range of the `reply_to` short string's text inside `raw`.
+    reply_to: Option<(usize, usize)>,
     /// Whether a `headers` table is present (CC/BCC and the headers exchange need it).
     pub has_headers: bool,
 }
@@ -82,6 +84,7 @@ impl ContentHeader {
             priority: None,
             expiration: None,
             user_id: None,
+            reply_to: None,
             has_headers: flags & FLAG_HEADERS != 0,
         };
         let short = |pos: &mut usize| -> Result<(usize, usize), ContentHeaderError> {
@@ -118,7 +121,7 @@ impl ContentHeader {
             short(&mut pos)?;
         }
         if flags & FLAG_REPLY_TO != 0 {
-            short(&mut pos)?;
+            header.reply_to = Some(short(&mut pos)?);
         }
         if flags & FLAG_EXPIRATION != 0 {
             header.expiration = Some(short(&mut pos)?);
@@ -156,6 +159,24 @@ impl ContentHeader {
     /// The `user-id` property, if set.
     pub fn user_id(&self) -> Option<&str> {
         self.text(self.user_id)
+    }
+
+    /// The `reply-to` property, if set.
+    pub fn reply_to(&self) -> Option<&str> {
+        self.text(self.reply_to)
+    }
+
+    /// A copy with the `reply-to` property replaced (direct reply-to rewrites it).
+    /// Everything else stays byte for byte as the publisher sent it.
+    pub fn with_reply_to(&self, value: &str) -> Option<ContentHeader> {
+        let (start, end) = self.reply_to?;
+        let value = value.as_bytes().get(..value.len().min(255))?;
+        let mut raw = Vec::with_capacity(self.raw.len() + value.len());
+        raw.extend_from_slice(self.raw.get(..start - 1)?);
+        raw.push(value.len() as u8);
+        raw.extend_from_slice(value);
+        raw.extend_from_slice(self.raw.get(end..)?);
+        ContentHeader::parse(Bytes::from(raw)).ok()
     }
 
     fn text(&self, range: Option<(usize, usize)>) -> Option<&str> {
@@ -213,6 +234,7 @@ mod tests {
             .with_priority(7)
             .with_expiration("1500".into())
             .with_user_id("guest".into())
+            .with_reply_to("amq.rabbitmq.reply-to".into())
             .with_timestamp(12);
         let h = ContentHeader::parse(header_bytes(&props, 42)).unwrap();
         assert_eq!(h.class_id, 60);
@@ -221,7 +243,13 @@ mod tests {
         assert_eq!(h.priority, Some(7));
         assert_eq!(h.expiration(), Some("1500"));
         assert_eq!(h.user_id(), Some("guest"));
-        assert_eq!(h.headers(), Some(headers));
+        assert_eq!(h.headers(), Some(headers.clone()));
+        assert_eq!(h.reply_to(), Some("amq.rabbitmq.reply-to"));
+        let r = h.with_reply_to("amq.rabbitmq.reply-to.abc").unwrap();
+        assert_eq!(r.reply_to(), Some("amq.rabbitmq.reply-to.abc"));
+        assert_eq!(r.user_id(), Some("guest"));
+        assert_eq!(r.expiration(), Some("1500"));
+        assert_eq!(r.headers(), Some(headers));
     }
 
     #[test]

@@ -25,6 +25,14 @@ pub(super) struct Unacked {
     pub credit: Option<Arc<Credit>>,
 }
 
+/// The channel's direct reply-to consumer.
+#[derive(Debug)]
+pub(super) struct ReplyConsumer {
+    pub tag: Arc<str>,
+    /// Random key in the reply address, so replies cannot be aimed at other channels.
+    pub key: u64,
+}
+
 #[derive(Debug)]
 pub(super) struct ChannelConsumer {
     pub queue: Arc<Queue>,
@@ -121,6 +129,7 @@ pub(super) struct Channel {
     pub channel_credit: Arc<Credit>,
     pub confirms: Option<Confirms>,
     pub tx: Option<Tx>,
+    pub reply_consumer: Option<ReplyConsumer>,
 }
 
 impl Channel {
@@ -137,6 +146,7 @@ impl Channel {
             channel_credit: Arc::new(Credit::new(0)),
             confirms: None,
             tx: None,
+            reply_consumer: None,
         }
     }
 }

@@ -44,6 +44,9 @@ impl Connection {
     }
 
     pub(super) fn on_consume(&mut self, id: u16, c: basic::Consume) -> AmqpResult<()> {
+        if c.queue.as_str() == super::reply_to::REPLY_TO {
+            return self.on_reply_consume(id, c);
+        }
         let vhost = self.vhost()?;
         let name = self.resolve_queue_name(id, c.queue.as_str())?;
         let queue = vhost.usable_queue(&name, self.id())?;
@@ -108,7 +111,15 @@ impl Connection {
     pub(super) fn on_cancel(&mut self, id: u16, c: basic::Cancel) -> AmqpResult<()> {
         let conn_id = self.id();
         let tag = c.consumer_tag.as_str();
-        if let Some(cc) = self.channel_mut(id)?.consumers.remove(tag) {
+        let chan = self.channel_mut(id)?;
+        if chan
+            .reply_consumer
+            .as_ref()
+            .is_some_and(|rc| &*rc.tag == tag)
+        {
+            chan.reply_consumer = None;
+        }
+        if let Some(cc) = chan.consumers.remove(tag) {
             let outcome = cc.queue.remove_consumer(conn_id, id, tag);
             self.consumer_removed(&cc.queue, outcome);
         }

@@ -39,6 +39,12 @@ pub enum ConnEvent {
         channel: u16,
         consumer_tag: Arc<str>,
     },
+    /// A reply for this connection's direct reply-to consumer on `channel`.
+    DirectReply {
+        channel: u16,
+        key: u64,
+        message: Arc<crate::message::Message>,
+    },
     /// The writer drained below the low-water mark: ask starved queues again.
     Drained,
     /// Close the connection (broker shutdown or an operator's request).

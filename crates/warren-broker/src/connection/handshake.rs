@@ -24,6 +24,7 @@ impl Connection {
             "authentication_failure_close",
             "per_consumer_qos",
             "consumer_priorities",
+            "direct_reply_to",
         ] {
             caps.insert(cap.into(), AMQPValue::Boolean(true));
         }

@@ -17,6 +17,7 @@ mod deliver;
 pub mod handle;
 mod handshake;
 mod publish;
+mod reply_to;
 mod topology;
 
 use std::collections::HashMap;
@@ -367,6 +368,11 @@ impl Connection {
                 consumer_tag,
             } => self.on_consumer_cancelled(channel, consumer_tag),
             ConnEvent::Drained => self.on_drained(),
+            ConnEvent::DirectReply {
+                channel,
+                key,
+                message,
+            } => self.on_direct_reply(channel, key, message),
             ConnEvent::ForceClose { code, text } => {
                 let err = AmqpError {
                     code: warren_codec::reply::ReplyCode(code),

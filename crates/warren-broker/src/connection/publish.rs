@@ -126,6 +126,7 @@ impl Connection {
                 )));
             }
         }
+        let header = self.rewrite_reply_to(id, header)?;
         let message = Arc::new(Message {
             exchange: p.exchange,
             routing_key: p.routing_key,
@@ -155,6 +156,12 @@ impl Connection {
         let mut routed = false;
         for q in &queues {
             routed |= q.publish(message.clone());
+        }
+        if queues.is_empty()
+            && message.exchange.is_empty()
+            && message.routing_key.starts_with(super::reply_to::REPLY_TO)
+        {
+            routed = self.route_direct_reply(&message);
         }
         if !routed && mandatory {
             hot::encode_return(

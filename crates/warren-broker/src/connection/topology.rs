@@ -114,6 +114,20 @@ impl Connection {
         } else {
             requested
         };
+        if d.passive
+            && name.starts_with(super::reply_to::REPLY_TO)
+            && self.reply_address_alive(&name)
+        {
+            self.send_method(
+                id,
+                AMQPClass::Queue(queue::AMQPMethod::DeclareOk(queue::DeclareOk {
+                    queue: ShortString::try_new(name).unwrap_or_default(),
+                    message_count: 0,
+                    consumer_count: 1,
+                })),
+            );
+            return Ok(());
+        }
         let decl = QueueDecl {
             name,
             passive: d.passive,
