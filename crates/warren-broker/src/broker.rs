@@ -27,6 +27,9 @@ pub struct Config {
     pub users: Vec<(String, String)>,
     /// Users who may only connect from a loopback address.
     pub loopback_users: Vec<String>,
+    /// Resident memory above which publishers are blocked (RabbitMQ's memory
+    /// alarm); `None` disables the alarm.
+    pub memory_high_watermark: Option<u64>,
 }
 
 impl Default for Config {
@@ -39,6 +42,7 @@ impl Default for Config {
             handshake_timeout: Duration::from_secs(10),
             users: vec![("guest".into(), "guest".into())],
             loopback_users: vec!["guest".into()],
+            memory_high_watermark: crate::memory::default_watermark(),
         }
     }
 }
@@ -68,6 +72,7 @@ pub struct Broker {
     connections: DashMap<ConnectionId, Arc<ConnHandle>>,
     next_connection: AtomicU64,
     warned_quorum: AtomicBool,
+    memory_alarm: AtomicBool,
 }
 
 impl Broker {
@@ -80,6 +85,7 @@ impl Broker {
             connections: DashMap::new(),
             next_connection: AtomicU64::new(1),
             warned_quorum: AtomicBool::new(false),
+            memory_alarm: AtomicBool::new(false),
         })
     }
 
@@ -143,6 +149,28 @@ impl Broker {
                 code: 320,
                 text: text.to_owned(),
             });
+        }
+    }
+
+    /// Whether the memory alarm is on (publishers are blocked).
+    pub fn memory_alarm(&self) -> bool {
+        self.memory_alarm.load(Ordering::Relaxed)
+    }
+
+    /// Raise or clear the memory alarm and tell every connection.
+    pub fn set_memory_alarm(&self, on: bool) {
+        if self.memory_alarm.swap(on, Ordering::Relaxed) == on {
+            return;
+        }
+        if on {
+            tracing::warn!(
+                "memory alarm: resident memory is above the high watermark; blocking publishers"
+            );
+        } else {
+            tracing::info!("memory alarm cleared; unblocking publishers");
+        }
+        for c in self.connections.iter() {
+            c.notify(ConnEvent::MemoryAlarm(on));
         }
     }
 

@@ -6,6 +6,7 @@ pub mod broker;
 pub mod connection;
 pub mod error;
 pub mod exchange;
+pub mod memory;
 pub mod message;
 pub mod names;
 pub mod queue;

@@ -227,7 +227,7 @@ impl VHost {
 
     /// Declare (or check) a queue; returns it with its message and consumer counts.
     pub fn declare_queue(
-        &self,
+        self: &Arc<Self>,
         d: &QueueDecl,
         conn: ConnectionId,
     ) -> AmqpResult<(Arc<Queue>, u32, u32)> {
@@ -237,6 +237,7 @@ impl VHost {
             if !d.passive {
                 self.check_queue_equivalent(&q, d, conn)?;
             }
+            q.touch();
             let (m, c) = q.counts();
             return Ok((q, m, c));
         }
@@ -280,8 +281,10 @@ impl VHost {
             d.exclusive.then_some(conn),
             d.arguments.clone(),
             parsed,
+            Arc::downgrade(self),
         ));
         self.queues.insert(d.name.clone(), q.clone());
+        q.start_timers();
         Ok((q, 0, 0))
     }
 

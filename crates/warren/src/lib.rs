@@ -58,6 +58,7 @@ impl BrokerBuilder {
     /// Bind the listeners and start serving.
     pub async fn start(self) -> std::io::Result<Broker> {
         let broker = warren_broker::Broker::new(self.config);
+        warren_broker::memory::spawn_monitor(&broker, Duration::from_secs(1));
         let mut addrs: Vec<SocketAddr> = self
             .bind
             .iter()

@@ -24,6 +24,21 @@ struct Cli {
     /// Heartbeat interval offered to clients, seconds (0 disables).
     #[arg(long, env = "WARREN_HEARTBEAT", default_value_t = 60)]
     heartbeat: u16,
+    /// Memory alarm threshold: a fraction of RAM (0.4, RabbitMQ's default) or a
+    /// number of bytes; publishers are blocked above it. 0 disables the alarm.
+    #[arg(long, env = "WARREN_MEMORY_HIGH_WATERMARK", default_value = "0.4")]
+    memory_high_watermark: f64,
+}
+
+/// The watermark in bytes: below 1 it is a fraction of physical memory.
+fn watermark(value: f64) -> Option<u64> {
+    if value <= 0.0 {
+        None
+    } else if value < 1.0 {
+        warren_broker::memory::total_memory().map(|t| (t as f64 * value) as u64)
+    } else {
+        Some(value as u64)
+    }
 }
 
 fn main() -> std::process::ExitCode {
@@ -53,6 +68,7 @@ async fn run(cli: Cli) -> std::process::ExitCode {
     let config = warren::Config {
         max_message_size: cli.max_message_size,
         heartbeat: cli.heartbeat,
+        memory_high_watermark: watermark(cli.memory_high_watermark),
         ..Default::default()
     };
     let broker = match warren::Broker::builder()

@@ -11,7 +11,7 @@ use super::channel::{requeue_all, ChannelConsumer, Unacked};
 use super::Connection;
 use crate::error::{AmqpError, AmqpResult};
 use crate::names;
-use crate::queue::{Consumer, Credit, Queue};
+use crate::queue::{Consumer, Credit, Queue, QueuedMessage};
 
 impl Connection {
     pub(super) fn on_qos(
@@ -246,17 +246,21 @@ impl Connection {
         if requeue == Some(true) {
             requeue_all(taken);
         } else {
-            let mut queues: Vec<Arc<Queue>> = Vec::new();
+            let mut queues: Vec<(Arc<Queue>, Vec<QueuedMessage>)> = Vec::new();
             for u in taken {
                 if let Some(c) = &u.credit {
                     c.release(1);
                 }
-                if !queues.iter().any(|q| Arc::ptr_eq(q, &u.queue)) {
-                    queues.push(u.queue);
+                match queues.iter_mut().find(|(q, _)| Arc::ptr_eq(q, &u.queue)) {
+                    Some((_, v)) => v.push(u.message),
+                    None => queues.push((u.queue, vec![u.message])),
                 }
             }
-            // Freed credit may let these queues deliver more.
-            for q in queues {
+            for (q, messages) in queues {
+                if requeue == Some(false) {
+                    q.reject(messages);
+                }
+                // Freed credit may let the queue deliver more.
                 q.kick();
             }
         }

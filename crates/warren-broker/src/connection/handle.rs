@@ -47,6 +47,8 @@ pub enum ConnEvent {
     },
     /// The writer drained below the low-water mark: ask starved queues again.
     Drained,
+    /// The memory alarm was raised (true) or cleared (false).
+    MemoryAlarm(bool),
     /// Close the connection (broker shutdown or an operator's request).
     ForceClose { code: u16, text: String },
 }

@@ -25,6 +25,7 @@ impl Connection {
             "per_consumer_qos",
             "consumer_priorities",
             "direct_reply_to",
+            "connection.blocked",
         ] {
             caps.insert(cap.into(), AMQPValue::Boolean(true));
         }
@@ -116,6 +117,7 @@ impl Connection {
             let flag = |k: &str| matches!(caps.inner().get(k), Some(AMQPValue::Boolean(true)));
             self.caps.consumer_cancel_notify = flag("consumer_cancel_notify");
             self.caps.authentication_failure_close = flag("authentication_failure_close");
+            self.caps.connection_blocked = flag("connection.blocked");
         }
         if let Some(AMQPValue::LongString(n)) = s.client_properties.inner().get("connection_name") {
             self.client_name = String::from_utf8_lossy(n.as_bytes()).into_owned();

@@ -62,6 +62,7 @@ enum Phase {
 #[derive(Debug, Clone, Copy, Default)]
 struct ClientCaps {
     consumer_cancel_notify: bool,
+    connection_blocked: bool,
     authentication_failure_close: bool,
 }
 
@@ -86,6 +87,10 @@ pub struct Connection {
     close_deadline: Option<Instant>,
     close_reason: Option<String>,
     cleaned_up: bool,
+    /// Whether the client ever published (only publishers are blocked by alarms).
+    has_published: bool,
+    /// connection.blocked was sent and not yet followed by unblocked.
+    sent_blocked: bool,
 }
 
 impl Connection {
@@ -116,6 +121,8 @@ impl Connection {
             close_deadline: None,
             close_reason: None,
             cleaned_up: false,
+            has_published: false,
+            sent_blocked: false,
         }
     }
 
@@ -131,7 +138,14 @@ impl Connection {
     /// Whether the driver should read more from the socket. False while the
     /// client is not reading what we send (back-pressure through TCP).
     pub fn wants_read(&self) -> bool {
-        self.phase != Phase::Closed && self.handle.writer_backlog() < handle::READ_STOP
+        self.phase != Phase::Closed
+            && self.handle.writer_backlog() < handle::READ_STOP
+            && !self.blocked_by_alarm()
+    }
+
+    /// A publishing connection is not read while the memory alarm is on.
+    fn blocked_by_alarm(&self) -> bool {
+        self.has_published && self.broker.memory_alarm()
     }
 
     /// Why the connection ended, for the log.
@@ -373,6 +387,7 @@ impl Connection {
                 key,
                 message,
             } => self.on_direct_reply(channel, key, message),
+            ConnEvent::MemoryAlarm(on) => self.on_memory_alarm(on),
             ConnEvent::ForceClose { code, text } => {
                 let err = AmqpError {
                     code: warren_codec::reply::ReplyCode(code),
@@ -382,6 +397,29 @@ impl Connection {
                 };
                 self.connection_error(err, now);
             }
+        }
+    }
+
+    /// Tell a publishing client it is blocked (or unblocked), if it understands
+    /// it. As in RabbitMQ, only connections that publish are blocked.
+    pub(super) fn on_memory_alarm(&mut self, on: bool) {
+        if self.phase != Phase::Opened || !self.caps.connection_blocked {
+            return;
+        }
+        if on && !self.sent_blocked && self.has_published {
+            self.sent_blocked = true;
+            self.send_method(
+                0,
+                AMQPClass::Connection(conn::AMQPMethod::Blocked(conn::Blocked {
+                    reason: "low on memory".into(),
+                })),
+            );
+        } else if !on && self.sent_blocked {
+            self.sent_blocked = false;
+            self.send_method(
+                0,
+                AMQPClass::Connection(conn::AMQPMethod::Unblocked(conn::Unblocked {})),
+            );
         }
     }
 
@@ -414,6 +452,10 @@ impl Connection {
                     return;
                 }
                 let hb = Duration::from_secs(self.heartbeat as u64);
+                if !self.wants_read() {
+                    // We are not reading: the client's silence proves nothing.
+                    self.last_recv = now;
+                }
                 if now >= self.last_recv + hb * 2 {
                     self.close_reason = Some(format!(
                         "missed heartbeats from client, timeout: {}s",

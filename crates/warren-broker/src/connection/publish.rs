@@ -13,12 +13,18 @@ use super::channel::{BodyParts, Confirms, Content, Tx};
 use super::Connection;
 use crate::error::{AmqpError, AmqpResult};
 use crate::message::Message;
-use crate::queue::Queue;
+use crate::queue::{Enqueued, Queue};
 
 impl Connection {
     pub(super) fn on_publish(&mut self, id: u16, p: Publish) -> AmqpResult<()> {
         if p.immediate {
             return Err(AmqpError::not_implemented("immediate=true"));
+        }
+        if !self.has_published {
+            self.has_published = true;
+            if self.broker.memory_alarm() {
+                self.on_memory_alarm(true);
+            }
         }
         self.channel_mut(id)?.content = Content::Header(p);
         Ok(())
@@ -118,6 +124,9 @@ impl Connection {
                 p.exchange, vhost.name
             )));
         }
+        if let Some(exp) = header.expiration() {
+            check_expiration(exp)?;
+        }
         if let Some(uid) = header.user_id() {
             if uid != self.user {
                 return Err(AmqpError::precondition_failed(format!(
@@ -154,8 +163,16 @@ impl Connection {
             vhost.route(&x, &message, &mut queues);
         }
         let mut routed = false;
+        let mut rejected = false;
         for q in &queues {
-            routed |= q.publish(message.clone());
+            match q.publish(message.clone()) {
+                Enqueued::Accepted => routed = true,
+                Enqueued::Rejected => {
+                    routed = true;
+                    rejected = true;
+                }
+                Enqueued::Gone => {}
+            }
         }
         if queues.is_empty()
             && message.exchange.is_empty()
@@ -182,8 +199,19 @@ impl Connection {
         }
         if let Some(c) = self.channel_mut(id)?.confirms.as_mut() {
             c.next_seq += 1;
-            c.ack_upto = c.next_seq;
-            c.pending += 1;
+            if rejected {
+                // A queue refused it (x-overflow reject-publish): ack what came
+                // before, then nack this one, keeping the order.
+                let (seq, pending, upto) = (c.next_seq, c.pending, c.ack_upto);
+                c.pending = 0;
+                if pending > 0 {
+                    hot::encode_confirm(&mut self.out, id, true, upto, pending > 1);
+                }
+                hot::encode_confirm(&mut self.out, id, false, seq, false);
+            } else {
+                c.ack_upto = c.next_seq;
+                c.pending += 1;
+            }
         }
         Ok(())
     }
@@ -267,4 +295,23 @@ impl Connection {
         );
         Ok(())
     }
+}
+
+/// RabbitMQ's check of the `expiration` property: a non-negative integer of milliseconds.
+fn check_expiration(exp: &str) -> AmqpResult<()> {
+    let digits_end = exp
+        .char_indices()
+        .find(|&(i, c)| !(c.is_ascii_digit() || (i == 0 && (c == '-' || c == '+'))))
+        .map(|(i, _)| i)
+        .unwrap_or(exp.len());
+    let (number, rest) = exp.split_at(digits_end);
+    let reason = match number.parse::<i64>() {
+        Err(_) => "no_integer".to_string(),
+        Ok(_) if !rest.is_empty() => format!("{{leftover_string,\"{rest}\"}}"),
+        Ok(n) if n < 0 => format!("{{value_negative,{n}}}"),
+        Ok(_) => return Ok(()),
+    };
+    Err(AmqpError::precondition_failed(format!(
+        "invalid expiration '{exp}': {reason}"
+    )))
 }

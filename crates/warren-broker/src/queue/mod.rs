@@ -5,24 +5,37 @@
 //! possible (a publisher adding a message, a consumer freeing credit) and hands
 //! messages to consumers' connections through their inboxes.
 //!
+//! Messages that die here (rejected, expired, dropped by a length limit) are
+//! collected while the lock is held and dead-lettered after it is released
+//! (`dead_letter.rs`), so that one queue's lock is never held while another's
+//! is taken. Time-based work (message TTL, queue expiry) runs in a small
+//! per-queue timer task started only for queues that need one (`expiry.rs`).
+//!
 //! The ready list is the seam where a store will sit: it is only touched through
 //! the methods below.
 
 pub mod args;
 mod credit;
+mod dead_letter;
+mod expiry;
 
 use std::collections::VecDeque;
-use std::sync::Arc;
+use std::sync::{Arc, Weak};
+use std::time::{Duration, Instant};
 
 use amq_protocol::types::FieldTable;
 use parking_lot::Mutex;
+use tokio::sync::Notify;
 
 use crate::connection::handle::{ConnEvent, ConnHandle, ConnectionId};
 use crate::error::AmqpError;
 use crate::message::Message;
+use crate::vhost::VHost;
 
+use args::Overflow;
 pub use args::QueueArgs;
 pub use credit::Credit;
+pub use dead_letter::DeathReason;
 
 /// A message in a queue, with its position (for requeue in the original place).
 #[derive(Debug, Clone)]
@@ -30,6 +43,8 @@ pub struct QueuedMessage {
     pub seq: u64,
     pub message: Arc<Message>,
     pub redelivered: bool,
+    /// When the message expires (queue `x-message-ttl` or the message's `expiration`).
+    pub expires_at: Option<Instant>,
 }
 
 /// A consumer as the queue sees it.
@@ -79,21 +94,76 @@ impl Consumer {
     }
 }
 
-#[derive(Debug, Default)]
+/// Messages that died while the queue lock was held, dead-lettered after it is released.
+type Dead = Vec<(QueuedMessage, DeathReason)>;
+
+#[derive(Debug)]
 struct QueueState {
     ready: VecDeque<QueuedMessage>,
+    /// Body bytes of the ready messages (for `x-max-length-bytes`).
+    ready_bytes: u64,
     next_seq: u64,
     consumers: VecDeque<Consumer>,
     /// Whether consumers have different priorities (otherwise plain round-robin).
     mixed_priorities: bool,
     had_consumer: bool,
     deleted: bool,
+    /// Last consume, get or redeclare (for `x-expires`).
+    last_used: Instant,
+    /// Whether the timer task runs.
+    timer_started: bool,
 }
 
 impl QueueState {
+    fn new() -> QueueState {
+        QueueState {
+            ready: VecDeque::new(),
+            ready_bytes: 0,
+            next_seq: 0,
+            consumers: VecDeque::new(),
+            mixed_priorities: false,
+            had_consumer: false,
+            deleted: false,
+            last_used: Instant::now(),
+            timer_started: false,
+        }
+    }
+
     fn update_priorities(&mut self) {
         let first = self.consumers.front().map(|c| c.priority);
         self.mixed_priorities = self.consumers.iter().any(|c| Some(c.priority) != first);
+    }
+
+    fn push_back(&mut self, m: QueuedMessage) {
+        self.ready_bytes += m.message.body.len() as u64;
+        self.ready.push_back(m);
+    }
+
+    fn pop_front(&mut self) -> Option<QueuedMessage> {
+        let m = self.ready.pop_front()?;
+        self.ready_bytes -= m.message.body.len() as u64;
+        Some(m)
+    }
+
+    fn insert_in_order(&mut self, m: QueuedMessage) {
+        self.ready_bytes += m.message.body.len() as u64;
+        let at = match self.ready.binary_search_by_key(&m.seq, |r| r.seq) {
+            Ok(i) | Err(i) => i,
+        };
+        self.ready.insert(at, m);
+    }
+
+    /// Drop expired messages from the head (RabbitMQ expires only at the head).
+    fn expire_head(&mut self, now: Instant, dead: &mut Dead) {
+        while self
+            .ready
+            .front()
+            .is_some_and(|m| m.expires_at.is_some_and(|t| t <= now))
+        {
+            if let Some(m) = self.pop_front() {
+                dead.push((m, DeathReason::Expired));
+            }
+        }
     }
 
     /// The next consumer to deliver to, with its credit already reserved.
@@ -133,6 +203,10 @@ pub struct Queue {
     pub exclusive_owner: Option<ConnectionId>,
     pub arguments: FieldTable,
     pub args: QueueArgs,
+    /// The vhost, for dead-lettering and expiry (weak: the vhost owns the queue).
+    vhost_ref: Weak<VHost>,
+    /// Wakes the timer task when a nearer deadline appears.
+    timer: Notify,
     state: Mutex<QueueState>,
 }
 
@@ -145,7 +219,18 @@ pub enum ConsumerRemoved {
     RemovedLastOfAutoDelete,
 }
 
+/// What became of a published message.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Enqueued {
+    Accepted,
+    /// Refused by `x-overflow: reject-publish(-dlx)`: the publisher gets a nack.
+    Rejected,
+    /// The queue was deleted meanwhile.
+    Gone,
+}
+
 impl Queue {
+    #[allow(clippy::too_many_arguments)]
     pub fn new(
         name: String,
         vhost: String,
@@ -154,6 +239,7 @@ impl Queue {
         exclusive_owner: Option<ConnectionId>,
         arguments: FieldTable,
         args: QueueArgs,
+        vhost_ref: Weak<VHost>,
     ) -> Queue {
         Queue {
             name,
@@ -163,90 +249,203 @@ impl Queue {
             exclusive_owner,
             arguments,
             args,
-            state: Mutex::new(QueueState::default()),
+            vhost_ref,
+            timer: Notify::new(),
+            state: Mutex::new(QueueState::new()),
         }
     }
 
-    /// Add a message at the tail and deliver what can be delivered.
-    /// Returns false if the queue was deleted meanwhile.
-    pub fn publish(self: &Arc<Self>, message: Arc<Message>) -> bool {
-        let mut st = self.state.lock();
-        if st.deleted {
-            return false;
+    /// Start the timer task if this queue has time-based work (TTL, expiry).
+    pub fn start_timers(self: &Arc<Self>) {
+        if self.args.message_ttl.is_some() || self.args.expires.is_some() {
+            let mut st = self.state.lock();
+            self.ensure_timer(&mut st);
         }
-        let seq = st.next_seq;
-        st.next_seq += 1;
-        st.ready.push_back(QueuedMessage {
-            seq,
-            message,
-            redelivered: false,
-        });
-        self.dispatch(&mut st);
-        true
+    }
+
+    fn ensure_timer(self: &Arc<Self>, st: &mut QueueState) {
+        if !st.timer_started && expiry::spawn(self) {
+            st.timer_started = true;
+        }
+    }
+
+    fn expiry_of(&self, message: &Message, now: Instant) -> Option<Instant> {
+        let per_message = message
+            .header
+            .expiration()
+            .and_then(|e| e.parse::<u64>().ok());
+        let ttl = match (self.args.message_ttl, per_message) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        }?;
+        Some(now + Duration::from_millis(ttl))
+    }
+
+    /// Add a message at the tail and deliver what can be delivered.
+    pub fn publish(self: &Arc<Self>, message: Arc<Message>) -> Enqueued {
+        let mut dead = Dead::new();
+        let outcome = {
+            let mut st = self.state.lock();
+            if st.deleted {
+                return Enqueued::Gone;
+            }
+            let now = Instant::now();
+            let expires_at = self.expiry_of(&message, now);
+            if expires_at.is_some() {
+                self.ensure_timer(&mut st);
+                self.timer.notify_one();
+            }
+            let seq = st.next_seq;
+            st.next_seq += 1;
+            st.push_back(QueuedMessage {
+                seq,
+                message,
+                redelivered: false,
+                expires_at,
+            });
+            self.dispatch(&mut st, &mut dead);
+            self.enforce_limits(&mut st, seq, &mut dead)
+        };
+        self.dead_letter(dead);
+        outcome
+    }
+
+    /// Apply `x-max-length` / `x-max-length-bytes` after adding message `seq`.
+    fn enforce_limits(&self, st: &mut QueueState, seq: u64, dead: &mut Dead) -> Enqueued {
+        let over = |st: &QueueState| {
+            self.args
+                .max_length
+                .is_some_and(|m| st.ready.len() as u64 > m)
+                || self
+                    .args
+                    .max_length_bytes
+                    .is_some_and(|m| st.ready_bytes > m)
+        };
+        if !over(st) {
+            return Enqueued::Accepted;
+        }
+        match self.args.overflow {
+            Overflow::DropHead => {
+                while over(st) {
+                    match st.pop_front() {
+                        Some(m) => dead.push((m, DeathReason::MaxLen)),
+                        None => break,
+                    }
+                }
+                Enqueued::Accepted
+            }
+            Overflow::RejectPublish | Overflow::RejectPublishDlx => {
+                if st.ready.back().is_some_and(|m| m.seq == seq) {
+                    let m = st.ready.pop_back();
+                    if let Some(m) = m {
+                        st.ready_bytes -= m.message.body.len() as u64;
+                        if self.args.overflow == Overflow::RejectPublishDlx {
+                            dead.push((m, DeathReason::MaxLen));
+                        }
+                    }
+                    Enqueued::Rejected
+                } else {
+                    Enqueued::Accepted
+                }
+            }
+        }
     }
 
     /// Put unacknowledged messages back in their original positions, marked redelivered.
     pub fn requeue(self: &Arc<Self>, messages: impl IntoIterator<Item = QueuedMessage>) {
-        let mut st = self.state.lock();
-        if st.deleted {
-            return;
+        let mut dead = Dead::new();
+        {
+            let mut st = self.state.lock();
+            if st.deleted {
+                return;
+            }
+            for mut m in messages {
+                m.redelivered = true;
+                st.insert_in_order(m);
+            }
+            self.timer.notify_one();
+            self.dispatch(&mut st, &mut dead);
         }
-        for mut m in messages {
-            m.redelivered = true;
-            let at = match st.ready.binary_search_by_key(&m.seq, |r| r.seq) {
-                Ok(i) | Err(i) => i,
-            };
-            st.ready.insert(at, m);
-        }
-        self.dispatch(&mut st);
+        self.dead_letter(dead);
     }
 
     /// Put back a message that never reached its consumer (the channel went away
     /// while it was in flight), without marking it redelivered.
     pub fn return_undelivered(self: &Arc<Self>, m: QueuedMessage) {
-        let mut st = self.state.lock();
-        if st.deleted {
-            return;
+        let mut dead = Dead::new();
+        {
+            let mut st = self.state.lock();
+            if st.deleted {
+                return;
+            }
+            st.insert_in_order(m);
+            self.dispatch(&mut st, &mut dead);
         }
-        let at = match st.ready.binary_search_by_key(&m.seq, |r| r.seq) {
-            Ok(i) | Err(i) => i,
-        };
-        st.ready.insert(at, m);
-        self.dispatch(&mut st);
+        self.dead_letter(dead);
+    }
+
+    /// Messages rejected or nacked without requeue: dead-letter them (or drop them).
+    pub fn reject(self: &Arc<Self>, messages: Vec<QueuedMessage>) {
+        let dead = messages
+            .into_iter()
+            .map(|m| (m, DeathReason::Rejected))
+            .collect();
+        self.dead_letter(dead);
     }
 
     /// `basic.get`: the head message and how many remain.
-    pub fn get(&self) -> Option<(QueuedMessage, u32)> {
-        let mut st = self.state.lock();
-        let m = st.ready.pop_front()?;
-        Some((m, st.ready.len() as u32))
+    pub fn get(self: &Arc<Self>) -> Option<(QueuedMessage, u32)> {
+        let mut dead = Dead::new();
+        let got = {
+            let mut st = self.state.lock();
+            st.last_used = Instant::now();
+            st.expire_head(Instant::now(), &mut dead);
+            st.pop_front().map(|m| (m, st.ready.len() as u32))
+        };
+        self.dead_letter(dead);
+        got
+    }
+
+    /// The queue was declared again (it counts as used for `x-expires`).
+    pub fn touch(&self) {
+        self.state.lock().last_used = Instant::now();
+        self.timer.notify_one();
     }
 
     /// Try again to deliver (credit was freed or a connection drained).
     pub fn kick(self: &Arc<Self>) {
-        let mut st = self.state.lock();
-        self.dispatch(&mut st);
+        let mut dead = Dead::new();
+        {
+            let mut st = self.state.lock();
+            self.dispatch(&mut st, &mut dead);
+        }
+        self.dead_letter(dead);
     }
 
     pub fn add_consumer(self: &Arc<Self>, consumer: Consumer) -> Result<(), AmqpError> {
-        let mut st = self.state.lock();
-        if st.deleted {
-            return Err(AmqpError::not_found(format!(
-                "no queue '{}' in vhost '{}'",
-                self.name, self.vhost
-            )));
+        let mut dead = Dead::new();
+        {
+            let mut st = self.state.lock();
+            if st.deleted {
+                return Err(AmqpError::not_found(format!(
+                    "no queue '{}' in vhost '{}'",
+                    self.name, self.vhost
+                )));
+            }
+            let exclusive_in_use = st.consumers.iter().any(|c| c.exclusive);
+            if exclusive_in_use || (consumer.exclusive && !st.consumers.is_empty()) {
+                return Err(AmqpError::access_refused(format!(
+                    "queue '{}' in vhost '{}' in exclusive use",
+                    self.name, self.vhost
+                )));
+            }
+            st.consumers.push_back(consumer);
+            st.had_consumer = true;
+            st.last_used = Instant::now();
+            st.update_priorities();
+            self.dispatch(&mut st, &mut dead);
         }
-        let exclusive_in_use = st.consumers.iter().any(|c| c.exclusive);
-        if exclusive_in_use || (consumer.exclusive && !st.consumers.is_empty()) {
-            return Err(AmqpError::access_refused(format!(
-                "queue '{}' in vhost '{}' in exclusive use",
-                self.name, self.vhost
-            )));
-        }
-        st.consumers.push_back(consumer);
-        st.had_consumer = true;
-        st.update_priorities();
-        self.dispatch(&mut st);
+        self.dead_letter(dead);
         Ok(())
     }
 
@@ -256,8 +455,11 @@ impl Queue {
         st.consumers.retain(|c| !c.is(conn, channel, tag));
         st.update_priorities();
         if st.consumers.len() == before {
-            ConsumerRemoved::NotFound
-        } else if self.auto_delete && st.consumers.is_empty() && st.had_consumer && !st.deleted {
+            return ConsumerRemoved::NotFound;
+        }
+        st.last_used = Instant::now();
+        self.timer.notify_one();
+        if self.auto_delete && st.consumers.is_empty() && st.had_consumer && !st.deleted {
             ConsumerRemoved::RemovedLastOfAutoDelete
         } else {
             ConsumerRemoved::Removed
@@ -268,6 +470,7 @@ impl Queue {
         let mut st = self.state.lock();
         let n = st.ready.len() as u32;
         st.ready.clear();
+        st.ready_bytes = 0;
         n
     }
 
@@ -279,9 +482,16 @@ impl Queue {
         self.state.lock().consumers.len() as u32
     }
 
-    pub fn counts(&self) -> (u32, u32) {
-        let st = self.state.lock();
-        (st.ready.len() as u32, st.consumers.len() as u32)
+    /// Ready messages and consumers (expired head messages are not counted).
+    pub fn counts(self: &Arc<Self>) -> (u32, u32) {
+        let mut dead = Dead::new();
+        let counts = {
+            let mut st = self.state.lock();
+            st.expire_head(Instant::now(), &mut dead);
+            (st.ready.len() as u32, st.consumers.len() as u32)
+        };
+        self.dead_letter(dead);
+        counts
     }
 
     pub fn is_deleted(&self) -> bool {
@@ -294,22 +504,29 @@ impl Queue {
         st.deleted = true;
         let n = st.ready.len() as u32;
         st.ready.clear();
+        st.ready_bytes = 0;
         for c in st.consumers.drain(..) {
             c.conn.notify(ConnEvent::ConsumerCancelled {
                 channel: c.channel,
                 consumer_tag: c.tag.clone(),
             });
         }
+        self.timer.notify_one();
         n
     }
 
     /// Hand ready messages to consumers that have room, round-robin.
-    fn dispatch(self: &Arc<Self>, st: &mut QueueState) {
+    fn dispatch(self: &Arc<Self>, st: &mut QueueState, dead: &mut Dead) {
+        let now = Instant::now();
         while !st.ready.is_empty() && !st.consumers.is_empty() {
+            st.expire_head(now, dead);
+            if st.ready.is_empty() {
+                break;
+            }
             let Some(consumer) = st.choose_consumer() else {
                 break;
             };
-            let Some(message) = st.ready.pop_front() else {
+            let Some(message) = st.pop_front() else {
                 consumer.unreserve();
                 st.consumers.push_front(consumer);
                 break;
@@ -326,10 +543,9 @@ impl Queue {
                 Ok(()) => st.consumers.push_back(consumer),
                 Err(ConnEvent::Deliver { message, .. }) => {
                     // The connection is gone; its cleanup will remove the consumer.
-                    st.ready.push_front(message);
+                    st.insert_in_order(message);
                     consumer.unreserve();
                     st.consumers.push_back(consumer);
-                    // Avoid spinning on a dead consumer: stop this round.
                     break;
                 }
                 Err(_) => break,
@@ -365,6 +581,7 @@ mod tests {
             None,
             FieldTable::default(),
             QueueArgs::default(),
+            Weak::new(),
         ))
     }
 
