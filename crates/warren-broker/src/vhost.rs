@@ -450,12 +450,16 @@ impl VHost {
     /// exchange-to-exchange bindings and alternate exchanges.
     pub fn route(&self, exchange: &Exchange, msg: &Message, out: &mut Vec<Arc<Queue>>) {
         if exchange.is_default() {
-            if let Some(q) = self.queue(&msg.routing_key) {
-                out.push(q);
+            for key in msg.routing_keys() {
+                if let Some(q) = self.queue(key) {
+                    if !out.iter().any(|o| Arc::ptr_eq(o, &q)) {
+                        out.push(q);
+                    }
+                }
             }
             return;
         }
-        let headers = if exchange.kind == ExchangeKind::Headers || msg.header.has_headers {
+        let headers = if msg.header.has_headers {
             msg.header.headers()
         } else {
             None
@@ -500,7 +504,12 @@ impl VHost {
         dests: &mut Vec<Dest>,
     ) {
         let before = dests.len();
-        x.bindings.read().route(&msg.routing_key, headers, dests);
+        {
+            let bindings = x.bindings.read();
+            for key in msg.routing_keys() {
+                bindings.route(key, headers, dests);
+            }
+        }
         if dests.len() > before {
             return;
         }
@@ -516,9 +525,14 @@ impl VHost {
             };
             let n = dests.len();
             if alt.is_default() {
-                dests.push(Dest::Queue(msg.routing_key.as_str().into()));
+                for key in msg.routing_keys() {
+                    dests.push(Dest::Queue(key.into()));
+                }
             } else {
-                alt.bindings.read().route(&msg.routing_key, headers, dests);
+                let bindings = alt.bindings.read();
+                for key in msg.routing_keys() {
+                    bindings.route(key, headers, dests);
+                }
             }
             if dests.len() > n {
                 break;

@@ -57,6 +57,8 @@ pub struct ContentHeader {
     user_id: Option<(usize, usize)>,
     /// Byte range of the `reply_to` short string's text inside `raw`.
     reply_to: Option<(usize, usize)>,
+    /// Byte range of the headers table (with its length prefix) inside `raw`.
+    headers_range: Option<(usize, usize)>,
     /// Whether a `headers` table is present (CC/BCC and the headers exchange need it).
     pub has_headers: bool,
 }
@@ -85,6 +87,7 @@ impl ContentHeader {
             expiration: None,
             user_id: None,
             reply_to: None,
+            headers_range: None,
             has_headers: flags & FLAG_HEADERS != 0,
         };
         let short = |pos: &mut usize| -> Result<(usize, usize), ContentHeaderError> {
@@ -109,7 +112,9 @@ impl ContentHeader {
             short(&mut pos)?;
         }
         if flags & FLAG_HEADERS != 0 {
-            pos += check_table(d.get(pos..).ok_or(ContentHeaderError::Malformed)?)?;
+            let len = check_table(d.get(pos..).ok_or(ContentHeaderError::Malformed)?)?;
+            header.headers_range = Some((pos, pos + len));
+            pos += len;
         }
         if flags & FLAG_DELIVERY_MODE != 0 {
             header.delivery_mode = Some(octet(&mut pos)?);
@@ -177,6 +182,32 @@ impl ContentHeader {
         raw.extend_from_slice(value);
         raw.extend_from_slice(self.raw.get(end..)?);
         ContentHeader::parse(Bytes::from(raw)).ok()
+    }
+
+    /// A copy without the top-level header `key` (RabbitMQ drops `BCC` before
+    /// delivery), every other byte as the publisher sent it. `None` if absent.
+    pub fn without_header(&self, key: &str) -> Option<ContentHeader> {
+        let (start, end) = self.headers_range?;
+        let table = self.raw.get(start..end)?;
+        let mut pos = 4;
+        while pos < table.len() {
+            let klen = *table.get(pos)? as usize;
+            let k = table.get(pos + 1..pos + 1 + klen)?;
+            let vlen = crate::table_guard::value_len(table, pos + 1 + klen)?;
+            let entry_end = pos + 1 + klen + vlen;
+            if k == key.as_bytes() {
+                let mut raw = Vec::with_capacity(self.raw.len());
+                raw.extend_from_slice(self.raw.get(..start)?);
+                let new_len = (table.len() - 4 - (entry_end - pos)) as u32;
+                raw.extend_from_slice(&new_len.to_be_bytes());
+                raw.extend_from_slice(table.get(4..pos)?);
+                raw.extend_from_slice(table.get(entry_end..)?);
+                raw.extend_from_slice(self.raw.get(end..)?);
+                return ContentHeader::parse(Bytes::from(raw)).ok();
+            }
+            pos = entry_end;
+        }
+        None
     }
 
     fn text(&self, range: Option<(usize, usize)>) -> Option<&str> {
@@ -250,6 +281,10 @@ mod tests {
         assert_eq!(r.user_id(), Some("guest"));
         assert_eq!(r.expiration(), Some("1500"));
         assert_eq!(r.headers(), Some(headers));
+        let without = r.without_header("CC").unwrap();
+        assert_eq!(without.headers(), Some(FieldTable::default()));
+        assert_eq!(without.expiration(), Some("1500"));
+        assert!(r.without_header("nope").is_none());
     }
 
     #[test]

@@ -82,6 +82,22 @@ pub fn check_table(data: &[u8]) -> Result<usize, TableShapeError> {
     Ok(end)
 }
 
+/// Byte length of the value whose type tag is at `data[pos]` (tag included), in
+/// a table already checked by [`check_table`].
+pub fn value_len(data: &[u8], pos: usize) -> Option<usize> {
+    let fixed = match *data.get(pos)? {
+        b't' | b'b' | b'B' => 1,
+        b's' | b'U' | b'u' => 2,
+        b'I' | b'i' | b'f' => 4,
+        b'l' | b'L' | b'd' | b'T' => 8,
+        b'D' => 5,
+        b'V' => 0,
+        b'S' | b'x' | b'A' | b'F' => 4 + read_u32(data, pos + 1).ok()? as usize,
+        _ => return None,
+    };
+    Some(1 + fixed)
+}
+
 fn read_u32(data: &[u8], at: usize) -> Result<u32, TableShapeError> {
     let b = data
         .get(at..at.checked_add(4).ok_or(TableShapeError::Malformed)?)

@@ -136,9 +136,11 @@ impl Connection {
             }
         }
         let header = self.rewrite_reply_to(id, header)?;
+        let (header, cc) = crate::message::sender_selected(header);
         let message = Arc::new(Message {
             exchange: p.exchange,
             routing_key: p.routing_key,
+            cc,
             header,
             body,
         });

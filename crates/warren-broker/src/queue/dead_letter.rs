@@ -151,6 +151,14 @@ fn dead_lettered(
             t.insert("exchange".into(), long_string(&m.exchange));
             let mut keys = FieldArray::default();
             keys.push(long_string(&m.routing_key));
+            // CC keys are listed; BCC keys are not (they were removed from the headers).
+            if let Some(h) = m.header.headers() {
+                if let Some(AMQPValue::FieldArray(cc)) = h.inner().get("CC") {
+                    for k in cc.as_slice() {
+                        keys.push(k.clone());
+                    }
+                }
+            }
             t.insert("routing-keys".into(), AMQPValue::FieldArray(keys));
             if let Some(exp) = props.expiration() {
                 t.insert("original-expiration".into(), long_string(exp.as_str()));
@@ -195,6 +203,12 @@ fn dead_lettered(
     Some(Message {
         exchange: dlx.to_owned(),
         routing_key: dl_routing_key.unwrap_or(&m.routing_key).to_owned(),
+        // With its own routing key the message loses CC/BCC; otherwise it keeps them.
+        cc: if dl_routing_key.is_some() {
+            Vec::new()
+        } else {
+            m.cc.clone()
+        },
         header,
         body: m.body.clone(),
     })

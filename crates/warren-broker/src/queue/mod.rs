@@ -112,10 +112,12 @@ struct QueueState {
     last_used: Instant,
     /// Whether the timer task runs.
     timer_started: bool,
+    /// `x-max-priority`: the ready list is ordered by priority, then arrival.
+    max_priority: Option<u8>,
 }
 
 impl QueueState {
-    fn new() -> QueueState {
+    fn new(max_priority: Option<u8>) -> QueueState {
         QueueState {
             ready: VecDeque::new(),
             ready_bytes: 0,
@@ -126,6 +128,16 @@ impl QueueState {
             deleted: false,
             last_used: Instant::now(),
             timer_started: false,
+            max_priority,
+        }
+    }
+
+    /// A message's priority in this queue (0 unless it is a priority queue;
+    /// capped at the queue's maximum, as in RabbitMQ).
+    fn priority_of(&self, m: &QueuedMessage) -> u8 {
+        match self.max_priority {
+            Some(max) => m.message.header.priority.unwrap_or(0).min(max),
+            None => 0,
         }
     }
 
@@ -135,6 +147,9 @@ impl QueueState {
     }
 
     fn push_back(&mut self, m: QueuedMessage) {
+        if self.max_priority.is_some() {
+            return self.insert_in_order(m);
+        }
         self.ready_bytes += m.message.body.len() as u64;
         self.ready.push_back(m);
     }
@@ -147,7 +162,12 @@ impl QueueState {
 
     fn insert_in_order(&mut self, m: QueuedMessage) {
         self.ready_bytes += m.message.body.len() as u64;
-        let at = match self.ready.binary_search_by_key(&m.seq, |r| r.seq) {
+        // Order: higher priority first, then by arrival.
+        let key = (std::cmp::Reverse(self.priority_of(&m)), m.seq);
+        let at = match self
+            .ready
+            .binary_search_by(|r| (std::cmp::Reverse(self.priority_of(r)), r.seq).cmp(&key))
+        {
             Ok(i) | Err(i) => i,
         };
         self.ready.insert(at, m);
@@ -241,6 +261,7 @@ impl Queue {
         args: QueueArgs,
         vhost_ref: Weak<VHost>,
     ) -> Queue {
+        let max_priority = args.max_priority.filter(|p| *p > 0);
         Queue {
             name,
             vhost,
@@ -251,7 +272,7 @@ impl Queue {
             args,
             vhost_ref,
             timer: Notify::new(),
-            state: Mutex::new(QueueState::new()),
+            state: Mutex::new(QueueState::new(max_priority)),
         }
     }
 
@@ -335,8 +356,8 @@ impl Queue {
                 Enqueued::Accepted
             }
             Overflow::RejectPublish | Overflow::RejectPublishDlx => {
-                if st.ready.back().is_some_and(|m| m.seq == seq) {
-                    let m = st.ready.pop_back();
+                if let Some(i) = st.ready.iter().rposition(|m| m.seq == seq) {
+                    let m = st.ready.remove(i);
                     if let Some(m) = m {
                         st.ready_bytes -= m.message.body.len() as u64;
                         if self.args.overflow == Overflow::RejectPublishDlx {
@@ -567,6 +588,7 @@ mod tests {
         Arc::new(Message {
             exchange: String::new(),
             routing_key: "q".into(),
+            cc: Vec::new(),
             header: ContentHeader::parse(raw).unwrap(),
             body: Bytes::from_static(b"x"),
         })
@@ -652,5 +674,57 @@ mod tests {
         q.requeue([second, first]);
         let (m, left) = q.get().unwrap();
         assert_eq!((m.seq, m.redelivered, left), (0, true, 2));
+    }
+}
+
+#[cfg(test)]
+mod priority_tests {
+    use super::*;
+    use bytes::{BufMut, Bytes, BytesMut};
+    use warren_codec::ContentHeader;
+
+    fn message(priority: Option<u8>) -> Arc<Message> {
+        let mut raw = BytesMut::new();
+        raw.put_u16(60);
+        raw.put_u16(0);
+        raw.put_u64(1);
+        match priority {
+            Some(p) => {
+                raw.put_u16(1 << 11);
+                raw.put_u8(p);
+            }
+            None => raw.put_u16(0),
+        }
+        Arc::new(Message {
+            exchange: String::new(),
+            routing_key: "q".into(),
+            cc: Vec::new(),
+            header: ContentHeader::parse(raw.freeze()).unwrap(),
+            body: Bytes::from_static(b"x"),
+        })
+    }
+
+    #[test]
+    fn higher_priority_first_then_arrival_order() {
+        let args = QueueArgs {
+            max_priority: Some(5),
+            ..Default::default()
+        };
+        let q = Arc::new(Queue::new(
+            "p".into(),
+            "/".into(),
+            false,
+            false,
+            None,
+            FieldTable::default(),
+            args,
+            Weak::new(),
+        ));
+        for p in [None, Some(3), Some(9), Some(3), Some(1)] {
+            q.publish(message(p));
+        }
+        let order: Vec<u64> = std::iter::from_fn(|| q.get().map(|(m, _)| m.seq)).collect();
+        // seq 2 has priority 9, capped to 5; then the two 3s in arrival order; then 1; then none (0).
+        assert_eq!(order, vec![2, 1, 3, 4, 0]);
     }
 }
