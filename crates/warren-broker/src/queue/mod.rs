@@ -187,7 +187,16 @@ impl QueueState {
     }
 
     /// The next consumer to deliver to, with its credit already reserved.
-    fn choose_consumer(&mut self) -> Option<Consumer> {
+    /// `single_active`: only the longest-registered consumer receives
+    /// (`x-single-active-consumer`); the others wait their turn.
+    fn choose_consumer(&mut self, single_active: bool) -> Option<Consumer> {
+        if single_active {
+            return if self.consumers.front().is_some_and(|c| c.try_reserve()) {
+                self.consumers.pop_front()
+            } else {
+                None
+            };
+        }
         if !self.mixed_priorities {
             // Round-robin: the consumer served last went to the back.
             for _ in 0..self.consumers.len() {
@@ -544,7 +553,8 @@ impl Queue {
             if st.ready.is_empty() {
                 break;
             }
-            let Some(consumer) = st.choose_consumer() else {
+            let single_active = self.args.single_active_consumer;
+            let Some(consumer) = st.choose_consumer(single_active) else {
                 break;
             };
             let Some(message) = st.pop_front() else {
@@ -561,6 +571,7 @@ impl Queue {
                 message,
             };
             match consumer.conn.deliver(ev, size) {
+                Ok(()) if single_active => st.consumers.push_front(consumer),
                 Ok(()) => st.consumers.push_back(consumer),
                 Err(ConnEvent::Deliver { message, .. }) => {
                     // The connection is gone; its cleanup will remove the consumer.
@@ -576,14 +587,14 @@ impl Queue {
 }
 
 #[cfg(test)]
-mod tests {
+mod tests_support {
     use super::*;
     use crate::connection::handle::ConnHandle;
     use bytes::Bytes;
     use tokio::sync::mpsc::UnboundedReceiver;
     use warren_codec::ContentHeader;
 
-    fn message() -> Arc<Message> {
+    pub fn message() -> Arc<Message> {
         let raw = Bytes::from_static(&[0, 60, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1, 0, 0]);
         Arc::new(Message {
             exchange: String::new(),
@@ -594,7 +605,11 @@ mod tests {
         })
     }
 
-    fn queue() -> Arc<Queue> {
+    pub fn queue() -> Arc<Queue> {
+        queue_with(QueueArgs::default())
+    }
+
+    pub fn queue_with(args: QueueArgs) -> Arc<Queue> {
         Arc::new(Queue::new(
             "q".into(),
             "/".into(),
@@ -602,12 +617,12 @@ mod tests {
             false,
             None,
             FieldTable::default(),
-            QueueArgs::default(),
+            args,
             Weak::new(),
         ))
     }
 
-    fn consumer(
+    pub fn consumer(
         id: u64,
         tag: &str,
         prefetch: u32,
@@ -629,13 +644,18 @@ mod tests {
         )
     }
 
-    fn count(rx: &mut UnboundedReceiver<ConnEvent>) -> usize {
+    pub fn count(rx: &mut UnboundedReceiver<ConnEvent>) -> usize {
         let mut n = 0;
         while rx.try_recv().is_ok() {
             n += 1;
         }
         n
     }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::tests_support::*;
 
     #[test]
     fn round_robin_between_equal_consumers() {
@@ -726,5 +746,33 @@ mod priority_tests {
         let order: Vec<u64> = std::iter::from_fn(|| q.get().map(|(m, _)| m.seq)).collect();
         // seq 2 has priority 9, capped to 5; then the two 3s in arrival order; then 1; then none (0).
         assert_eq!(order, vec![2, 1, 3, 4, 0]);
+    }
+}
+
+#[cfg(test)]
+mod single_active_tests {
+    use super::tests_support::*;
+    use super::*;
+
+    #[test]
+    fn only_the_first_consumer_receives_until_it_leaves() {
+        let args = QueueArgs {
+            single_active_consumer: true,
+            ..Default::default()
+        };
+        let q = queue_with(args);
+        let (a, mut ra) = consumer(1, "a", 0, 0);
+        let (b, mut rb) = consumer(2, "b", 0, 0);
+        q.add_consumer(a).unwrap();
+        q.add_consumer(b).unwrap();
+        for _ in 0..4 {
+            q.publish(message());
+        }
+        assert_eq!((count(&mut ra), count(&mut rb)), (4, 0));
+        q.remove_consumer(1, 1, "a");
+        for _ in 0..3 {
+            q.publish(message());
+        }
+        assert_eq!(count(&mut rb), 3);
     }
 }
