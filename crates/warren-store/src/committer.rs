@@ -1,0 +1,249 @@
+//! The storage thread and its group commit.
+//!
+//! Every connection hands its writes to [`Store::submit`] (non-blocking), and
+//! asks for a [`Store::barrier`] when it must know they are durable (before a
+//! publisher confirm or tx.commit-ok). The thread blocks for the first request,
+//! drains everything else already queued, applies it all as one batch with
+//! one fsync, then runs the barriers' callbacks in order. Under load one fsync
+//! covers the writes of every connection that arrived meanwhile; when idle a
+//! lone write is flushed at once, so latency stays at one fsync.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::mpsc::{self, Receiver, Sender};
+use std::sync::{Arc, Mutex};
+use std::thread::JoinHandle;
+
+use crate::kv::{Kv, KvOp};
+use crate::layout::{self, Recovered};
+use crate::StoreError;
+
+/// A message as the store encodes it (implemented by the broker's message type),
+/// encoded on the storage thread so that publishers never pay for it.
+pub trait Persistable: Send + Sync {
+    fn encode(&self, out: &mut Vec<u8>);
+}
+
+/// A change to durable state.
+pub enum Op {
+    PutMeta {
+        key: Vec<u8>,
+        value: Vec<u8>,
+    },
+    DelMeta {
+        key: Vec<u8>,
+    },
+    PutMessage {
+        queue: u64,
+        seq: u64,
+        message: Arc<dyn Persistable>,
+    },
+    DelMessage {
+        queue: u64,
+        seq: u64,
+    },
+    /// Drop every message of a queue (queue deleted).
+    DelQueue {
+        queue: u64,
+    },
+    /// Messages up to `upto` may have been delivered (for `redelivered` after a crash).
+    Delivered {
+        queue: u64,
+        upto: u64,
+    },
+}
+
+type Callback = Box<dyn FnOnce(bool) + Send>;
+
+enum Request {
+    Op(Op),
+    Barrier(Callback),
+    Stop(mpsc::Sender<()>),
+}
+
+/// Most requests folded into one batch (bounds memory and latency under load).
+const MAX_BATCH: usize = 65_536;
+
+/// The handle to the storage thread.
+pub struct Store {
+    tx: Mutex<Option<Sender<Request>>>,
+    thread: Mutex<Option<JoinHandle<()>>>,
+    failed: Arc<AtomicBool>,
+    engine_name: &'static str,
+}
+
+impl std::fmt::Debug for Store {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Store")
+            .field("engine", &self.engine_name)
+            .finish()
+    }
+}
+
+impl Store {
+    /// Read everything back, then start the storage thread.
+    pub fn open(mut kv: Box<dyn Kv>) -> Result<(Store, Recovered), StoreError> {
+        let recovered = layout::recover(kv.as_ref())?;
+        kv.apply(&[KvOp::Put(
+            layout::VERSION_KEY.to_vec(),
+            layout::VERSION.to_vec(),
+        )])?;
+        let engine_name = kv.name();
+        let (tx, rx) = mpsc::channel();
+        let failed = Arc::new(AtomicBool::new(false));
+        let f = failed.clone();
+        let thread = std::thread::Builder::new()
+            .name("warren-store".into())
+            .spawn(move || run(kv, rx, f))
+            .map_err(|e| StoreError::Write(format!("cannot start the storage thread: {e}")))?;
+        Ok((
+            Store {
+                tx: Mutex::new(Some(tx)),
+                thread: Mutex::new(Some(thread)),
+                failed,
+                engine_name,
+            },
+            recovered,
+        ))
+    }
+
+    pub fn engine_name(&self) -> &'static str {
+        self.engine_name
+    }
+
+    /// Whether an earlier write failed (the store then refuses further work).
+    pub fn has_failed(&self) -> bool {
+        self.failed.load(Ordering::Relaxed)
+    }
+
+    /// Hand a request to the thread; gives it back if the thread is gone.
+    fn send(&self, r: Request) -> Result<(), Request> {
+        match self.tx.lock() {
+            Ok(guard) => match guard.as_ref() {
+                Some(tx) => tx.send(r).map_err(|e| e.0),
+                None => Err(r),
+            },
+            Err(_) => Err(r),
+        }
+    }
+
+    /// Queue a write; it becomes durable with the next group commit.
+    pub fn submit(&self, op: Op) {
+        let _ = self.send(Request::Op(op));
+    }
+
+    /// Run `done(true)` once every write submitted before this call is on disk
+    /// (`done(false)` if the store failed or is closed).
+    pub fn barrier(&self, done: impl FnOnce(bool) + Send + 'static) {
+        if let Err(Request::Barrier(done)) = self.send(Request::Barrier(Box::new(done))) {
+            done(false);
+        }
+    }
+
+    /// Write out everything queued and stop the thread (clean shutdown).
+    pub fn close(&self) {
+        let (tx, rx) = mpsc::channel();
+        if self.send(Request::Stop(tx)).is_ok() {
+            let _ = rx.recv();
+        }
+        if let Ok(mut g) = self.tx.lock() {
+            g.take();
+        }
+        if let Some(t) = self.thread.lock().ok().and_then(|mut g| g.take()) {
+            let _ = t.join();
+        }
+    }
+}
+
+impl Drop for Store {
+    fn drop(&mut self) {
+        self.close();
+    }
+}
+
+fn run(mut kv: Box<dyn Kv>, rx: Receiver<Request>, failed: Arc<AtomicBool>) {
+    let mut batch: Vec<KvOp> = Vec::new();
+    let mut callbacks: Vec<Callback> = Vec::new();
+    let mut delivered: HashMap<u64, u64> = HashMap::new();
+    let mut scratch = Vec::new();
+    while let Ok(first) = rx.recv() {
+        let mut stop: Option<mpsc::Sender<()>> = None;
+        let mut n = 0;
+        let mut next = Some(first);
+        while let Some(r) = next.take() {
+            match r {
+                Request::Op(op) => translate(op, &mut batch, &mut delivered, &mut scratch),
+                Request::Barrier(cb) => callbacks.push(cb),
+                Request::Stop(ack) => {
+                    stop = Some(ack);
+                    break;
+                }
+            }
+            n += 1;
+            if n < MAX_BATCH {
+                next = rx.try_recv().ok();
+            }
+        }
+        for (queue, upto) in delivered.drain() {
+            batch.push(KvOp::Put(
+                layout::delivered_key(queue),
+                upto.to_be_bytes().to_vec(),
+            ));
+        }
+        let ok = if failed.load(Ordering::Relaxed) {
+            false
+        } else if batch.is_empty() {
+            true
+        } else {
+            match kv.apply(&batch) {
+                Ok(()) => true,
+                Err(e) => {
+                    tracing::error!(
+                        "{e}; the store stops accepting writes and pending confirms are refused"
+                    );
+                    failed.store(true, Ordering::Relaxed);
+                    false
+                }
+            }
+        };
+        batch.clear();
+        for cb in callbacks.drain(..) {
+            cb(ok);
+        }
+        if let Some(ack) = stop {
+            let _ = ack.send(());
+            return;
+        }
+    }
+}
+
+fn translate(
+    op: Op,
+    batch: &mut Vec<KvOp>,
+    delivered: &mut HashMap<u64, u64>,
+    scratch: &mut Vec<u8>,
+) {
+    match op {
+        Op::PutMeta { key, value } => batch.push(KvOp::Put(layout::meta_key(&key), value)),
+        Op::DelMeta { key } => batch.push(KvOp::Del(layout::meta_key(&key))),
+        Op::PutMessage {
+            queue,
+            seq,
+            message,
+        } => {
+            scratch.clear();
+            message.encode(scratch);
+            batch.push(KvOp::Put(layout::message_key(queue, seq), scratch.clone()));
+        }
+        Op::DelMessage { queue, seq } => batch.push(KvOp::Del(layout::message_key(queue, seq))),
+        Op::DelQueue { queue } => {
+            delivered.remove(&queue);
+            batch.push(KvOp::DelPrefix(layout::queue_prefix(queue)));
+            batch.push(KvOp::Del(layout::delivered_key(queue)));
+        }
+        Op::Delivered { queue, upto } => {
+            let e = delivered.entry(queue).or_insert(upto);
+            *e = (*e).max(upto);
+        }
+    }
+}

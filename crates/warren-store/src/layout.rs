@@ -1,0 +1,246 @@
+//! How broker data maps onto keys.
+//!
+//! | key | value |
+//! |---|---|
+//! | `V` | format version |
+//! | `M` + metadata key (chosen by the broker) | metadata record (opaque here) |
+//! | `m` + queue id (u64 BE) + seq (u64 BE) | a message ([`MessageRecord`]) |
+//! | `d` + queue id (u64 BE) | highest seq delivered to a consumer (u64 BE) |
+//!
+//! Big-endian ids keep a queue's messages adjacent and in order, so recovery
+//! is one prefix scan per queue.
+
+use std::collections::BTreeMap;
+
+use bytes::Bytes;
+
+use crate::kv::Kv;
+use crate::StoreError;
+
+pub const VERSION_KEY: &[u8] = b"V";
+pub const VERSION: &[u8] = b"1";
+pub const META: u8 = b'M';
+pub const MESSAGE: u8 = b'm';
+pub const DELIVERED: u8 = b'd';
+
+pub fn meta_key(key: &[u8]) -> Vec<u8> {
+    let mut k = Vec::with_capacity(1 + key.len());
+    k.push(META);
+    k.extend_from_slice(key);
+    k
+}
+
+pub fn message_key(queue: u64, seq: u64) -> Vec<u8> {
+    let mut k = Vec::with_capacity(17);
+    k.push(MESSAGE);
+    k.extend_from_slice(&queue.to_be_bytes());
+    k.extend_from_slice(&seq.to_be_bytes());
+    k
+}
+
+pub fn queue_prefix(queue: u64) -> Vec<u8> {
+    let mut k = Vec::with_capacity(9);
+    k.push(MESSAGE);
+    k.extend_from_slice(&queue.to_be_bytes());
+    k
+}
+
+pub fn delivered_key(queue: u64) -> Vec<u8> {
+    let mut k = Vec::with_capacity(9);
+    k.push(DELIVERED);
+    k.extend_from_slice(&queue.to_be_bytes());
+    k
+}
+
+/// A stored message: what is needed to deliver it again, byte for byte.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MessageRecord {
+    pub exchange: String,
+    pub routing_key: String,
+    pub cc: Vec<String>,
+    /// The content header frame payload as the publisher sent it.
+    pub header: Bytes,
+    pub body: Bytes,
+}
+
+/// Encode a message record: short strings, a cc count, then length-prefixed
+/// header and the body.
+pub fn encode_record(
+    out: &mut Vec<u8>,
+    exchange: &str,
+    routing_key: &str,
+    cc: &[String],
+    header: &[u8],
+    body: &[u8],
+) {
+    out.reserve(16 + exchange.len() + routing_key.len() + header.len() + body.len());
+    put_short(out, exchange);
+    put_short(out, routing_key);
+    out.extend_from_slice(&(cc.len().min(u16::MAX as usize) as u16).to_be_bytes());
+    for k in cc.iter().take(u16::MAX as usize) {
+        put_short(out, k);
+    }
+    out.extend_from_slice(&(header.len() as u32).to_be_bytes());
+    out.extend_from_slice(header);
+    out.extend_from_slice(body);
+}
+
+fn put_short(out: &mut Vec<u8>, s: &str) {
+    let mut end = s.len().min(255);
+    while !s.is_char_boundary(end) {
+        end -= 1;
+    }
+    out.push(end as u8);
+    out.extend_from_slice(&s.as_bytes()[..end]);
+}
+
+struct Reader<'a> {
+    data: &'a [u8],
+    pos: usize,
+}
+
+impl<'a> Reader<'a> {
+    fn take(&mut self, n: usize) -> Option<&'a [u8]> {
+        let end = self.pos.checked_add(n)?;
+        let s = self.data.get(self.pos..end)?;
+        self.pos = end;
+        Some(s)
+    }
+    fn short(&mut self) -> Option<String> {
+        let n = *self.take(1)?.first()? as usize;
+        String::from_utf8(self.take(n)?.to_vec()).ok()
+    }
+}
+
+/// Decode a record; `None` if it is truncated or malformed.
+pub fn decode_record(data: &Bytes) -> Option<MessageRecord> {
+    let mut r = Reader { data, pos: 0 };
+    let exchange = r.short()?;
+    let routing_key = r.short()?;
+    let n = u16::from_be_bytes(r.take(2)?.try_into().ok()?) as usize;
+    let mut cc = Vec::with_capacity(n.min(64));
+    for _ in 0..n {
+        cc.push(r.short()?);
+    }
+    let hlen = u32::from_be_bytes(r.take(4)?.try_into().ok()?) as usize;
+    let start = r.pos;
+    r.take(hlen)?;
+    let header = data.slice(start..start + hlen);
+    let body = data.slice(r.pos..);
+    Some(MessageRecord {
+        exchange,
+        routing_key,
+        cc,
+        header,
+        body,
+    })
+}
+
+/// Everything read back at start-up.
+#[derive(Debug, Default)]
+pub struct Recovered {
+    /// Metadata records, keyed by the broker's metadata key.
+    pub meta: Vec<(Vec<u8>, Vec<u8>)>,
+    pub queues: BTreeMap<u64, RecoveredQueue>,
+}
+
+#[derive(Debug, Default)]
+pub struct RecoveredQueue {
+    /// (seq, message) in queue order.
+    pub messages: Vec<(u64, MessageRecord)>,
+    /// Messages up to this seq may have been delivered before the stop.
+    pub delivered_upto: Option<u64>,
+}
+
+fn be_u64(b: &[u8]) -> Option<u64> {
+    Some(u64::from_be_bytes(b.try_into().ok()?))
+}
+
+/// Read the whole store. Any malformed record stops start-up with an error
+/// naming what is wrong, rather than dropping data silently.
+pub fn recover(kv: &dyn Kv) -> Result<Recovered, StoreError> {
+    let mut out = Recovered::default();
+    let mut bad: Option<String> = None;
+    let mut version: Option<Vec<u8>> = None;
+    kv.scan(VERSION_KEY, &mut |k, v| {
+        if k == VERSION_KEY {
+            version = Some(v.to_vec());
+        }
+        false
+    })?;
+    if let Some(v) = &version {
+        if v.as_slice() != VERSION {
+            return Err(StoreError::Read(format!(
+                "unsupported store format version {:?}; this Warren reads version {:?}",
+                String::from_utf8_lossy(v),
+                String::from_utf8_lossy(VERSION)
+            )));
+        }
+    }
+    kv.scan(&[META], &mut |k, v| {
+        out.meta.push((k[1..].to_vec(), v.to_vec()));
+        true
+    })?;
+    kv.scan(&[DELIVERED], &mut |k, v| {
+        match (be_u64(&k[1..]), be_u64(v)) {
+            (Some(q), Some(upto)) => out.queues.entry(q).or_default().delivered_upto = Some(upto),
+            _ => bad = Some(format!("malformed delivery mark under key {k:?}")),
+        }
+        bad.is_none()
+    })?;
+    kv.scan(&[MESSAGE], &mut |k, v| {
+        let ids = (k.len() == 17).then(|| (be_u64(&k[1..9]), be_u64(&k[9..17])));
+        let record = decode_record(&Bytes::copy_from_slice(v));
+        match (ids, record) {
+            (Some((Some(q), Some(seq))), Some(r)) => {
+                out.queues.entry(q).or_default().messages.push((seq, r))
+            }
+            _ => bad = Some(format!("malformed message record under key {k:?}")),
+        }
+        bad.is_none()
+    })?;
+    match bad {
+        Some(detail) => Err(StoreError::Read(detail)),
+        None => Ok(out),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn records_round_trip_and_truncation_is_detected() {
+        let mut v = Vec::new();
+        encode_record(
+            &mut v,
+            "ex",
+            "rk",
+            &["a".into(), "b".into()],
+            b"\x00\x3c",
+            b"body",
+        );
+        let b = Bytes::from(v);
+        let r = decode_record(&b).unwrap();
+        assert_eq!(
+            (
+                r.exchange.as_str(),
+                r.routing_key.as_str(),
+                r.cc.len(),
+                &r.header[..],
+                &r.body[..]
+            ),
+            ("ex", "rk", 2, &b"\x00\x3c"[..], &b"body"[..])
+        );
+        for cut in 0..b.len() - 4 {
+            assert!(decode_record(&b.slice(..cut)).is_none(), "cut {cut}");
+        }
+    }
+
+    #[test]
+    fn keys_sort_by_queue_then_seq() {
+        assert!(message_key(1, 300) < message_key(2, 0));
+        assert!(message_key(1, 2) < message_key(1, 256));
+        assert!(message_key(1, 5).starts_with(&queue_prefix(1)));
+    }
+}

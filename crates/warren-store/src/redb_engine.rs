@@ -1,0 +1,102 @@
+//! redb: a copy-on-write B-tree; every batch is one write transaction committed
+//! with `Durability::Immediate` (durable when commit returns).
+
+use std::path::{Path, PathBuf};
+
+use redb::{Database, Durability, ReadableDatabase, TableDefinition};
+
+use crate::kv::{prefix_end, Kv, KvOp};
+use crate::{DirLock, StoreError};
+
+const DATA: TableDefinition<&[u8], &[u8]> = TableDefinition::new("warren");
+
+pub struct RedbKv {
+    db: Database,
+    path: PathBuf,
+    _lock: DirLock,
+}
+
+impl RedbKv {
+    pub fn open(path: &Path, lock: DirLock) -> Result<RedbKv, StoreError> {
+        let corrupt = |detail: String| StoreError::Corrupt {
+            path: path.to_owned(),
+            detail,
+        };
+        let db = Database::create(path).map_err(|e| match e {
+            redb::DatabaseError::Storage(s) => corrupt(s.to_string()),
+            other => StoreError::Open {
+                path: path.to_owned(),
+                detail: other.to_string(),
+            },
+        })?;
+        // Make sure the table exists so that reads of a fresh store succeed.
+        let txn = db.begin_write().map_err(|e| corrupt(e.to_string()))?;
+        txn.open_table(DATA).map_err(|e| corrupt(e.to_string()))?;
+        txn.commit().map_err(|e| corrupt(e.to_string()))?;
+        Ok(RedbKv {
+            db,
+            path: path.to_owned(),
+            _lock: lock,
+        })
+    }
+}
+
+impl Kv for RedbKv {
+    fn apply(&mut self, batch: &[KvOp]) -> Result<(), StoreError> {
+        let err =
+            |e: &dyn std::fmt::Display| StoreError::Write(format!("{}: {e}", self.path.display()));
+        let mut txn = self.db.begin_write().map_err(|e| err(&e))?;
+        txn.set_durability(Durability::Immediate)
+            .map_err(|e| err(&e))?;
+        {
+            let mut table = txn.open_table(DATA).map_err(|e| err(&e))?;
+            for op in batch {
+                match op {
+                    KvOp::Put(k, v) => {
+                        table
+                            .insert(k.as_slice(), v.as_slice())
+                            .map_err(|e| err(&e))?;
+                    }
+                    KvOp::Del(k) => {
+                        table.remove(k.as_slice()).map_err(|e| err(&e))?;
+                    }
+                    KvOp::DelPrefix(p) => match prefix_end(p) {
+                        Some(end) => table
+                            .retain_in(p.as_slice()..end.as_slice(), |_, _| false)
+                            .map_err(|e| err(&e))?,
+                        None => table
+                            .retain_in(p.as_slice().., |_, _| false)
+                            .map_err(|e| err(&e))?,
+                    },
+                }
+            }
+        }
+        txn.commit().map_err(|e| err(&e))
+    }
+
+    fn scan(
+        &self,
+        prefix: &[u8],
+        f: &mut dyn FnMut(&[u8], &[u8]) -> bool,
+    ) -> Result<(), StoreError> {
+        let err = |e: &dyn std::fmt::Display| StoreError::Corrupt {
+            path: self.path.clone(),
+            detail: e.to_string(),
+        };
+        let txn = self.db.begin_read().map_err(|e| err(&e))?;
+        let table = txn.open_table(DATA).map_err(|e| err(&e))?;
+        let range = table.range(prefix..).map_err(|e| err(&e))?;
+        for item in range {
+            let (k, v) = item.map_err(|e| err(&e))?;
+            let (k, v) = (k.value(), v.value());
+            if !k.starts_with(prefix) || !f(k, v) {
+                break;
+            }
+        }
+        Ok(())
+    }
+
+    fn name(&self) -> &'static str {
+        "redb"
+    }
+}

@@ -1,0 +1,102 @@
+//! sled 0.34: one tree; a batch is one `sled::Batch` (atomic) followed by
+//! `flush()` (fsync). sled buffers writes in process memory until flushed, so
+//! the flush is what makes a confirm safe.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use crate::kv::{Kv, KvOp};
+use crate::{DirLock, StoreError};
+
+pub struct SledKv {
+    db: sled::Db,
+    path: PathBuf,
+    _lock: DirLock,
+}
+
+impl SledKv {
+    pub fn open(path: &Path, lock: DirLock) -> Result<SledKv, StoreError> {
+        let db = sled::Config::new()
+            .path(path)
+            // We flush at every group commit ourselves.
+            .flush_every_ms(None)
+            .open()
+            .map_err(|e| match e {
+                sled::Error::Corruption { .. } => StoreError::Corrupt {
+                    path: path.to_owned(),
+                    detail: e.to_string(),
+                },
+                other => StoreError::Open {
+                    path: path.to_owned(),
+                    detail: other.to_string(),
+                },
+            })?;
+        Ok(SledKv {
+            db,
+            path: path.to_owned(),
+            _lock: lock,
+        })
+    }
+}
+
+impl Kv for SledKv {
+    fn apply(&mut self, batch: &[KvOp]) -> Result<(), StoreError> {
+        let err =
+            |e: &dyn std::fmt::Display| StoreError::Write(format!("{}: {e}", self.path.display()));
+        // Resolve the batch in order first: a DelPrefix must also cancel puts
+        // made earlier in the same batch, which sled::Batch cannot see.
+        let mut overlay: BTreeMap<Vec<u8>, Option<&[u8]>> = BTreeMap::new();
+        for op in batch {
+            match op {
+                KvOp::Put(k, v) => {
+                    overlay.insert(k.clone(), Some(v.as_slice()));
+                }
+                KvOp::Del(k) => {
+                    overlay.insert(k.clone(), None);
+                }
+                KvOp::DelPrefix(p) => {
+                    for (k, v) in overlay.iter_mut() {
+                        if k.starts_with(p) {
+                            *v = None;
+                        }
+                    }
+                    for item in self.db.scan_prefix(p) {
+                        let (k, _) = item.map_err(|e| err(&e))?;
+                        overlay.insert(k.to_vec(), None);
+                    }
+                }
+            }
+        }
+        let mut b = sled::Batch::default();
+        for (k, v) in overlay {
+            match v {
+                Some(v) => b.insert(k, v),
+                None => b.remove(k),
+            }
+        }
+        self.db.apply_batch(b).map_err(|e| err(&e))?;
+        self.db.flush().map_err(|e| err(&e))?;
+        Ok(())
+    }
+
+    fn scan(
+        &self,
+        prefix: &[u8],
+        f: &mut dyn FnMut(&[u8], &[u8]) -> bool,
+    ) -> Result<(), StoreError> {
+        for item in self.db.scan_prefix(prefix) {
+            let (k, v) = item.map_err(|e| StoreError::Corrupt {
+                path: self.path.clone(),
+                detail: e.to_string(),
+            })?;
+            if !f(&k, &v) {
+                break;
+            }
+        }
+        Ok(())
+    }
+
+    fn name(&self) -> &'static str {
+        "sled"
+    }
+}
