@@ -8,7 +8,9 @@ use std::time::Duration;
 use dashmap::DashMap;
 
 use crate::connection::handle::{ConnEvent, ConnHandle, ConnectionId};
+use crate::persist::Persistence;
 use crate::vhost::VHost;
+use warren_store::{Recovered, Store};
 
 /// Broker-wide settings (RabbitMQ's defaults).
 #[derive(Debug, Clone)]
@@ -68,6 +70,7 @@ impl std::fmt::Display for LoginRefused {
 #[derive(Debug)]
 pub struct Broker {
     pub config: Config,
+    persist: Option<Arc<Persistence>>,
     vhosts: DashMap<String, Arc<VHost>>,
     connections: DashMap<ConnectionId, Arc<ConnHandle>>,
     next_connection: AtomicU64,
@@ -76,11 +79,31 @@ pub struct Broker {
 }
 
 impl Broker {
+    /// A broker that keeps everything in memory.
     pub fn new(config: Config) -> Arc<Broker> {
+        Broker::build(config, None)
+    }
+
+    /// A broker on a store: durable definitions and messages are read back
+    /// from `recovered` and written to `store` from now on.
+    pub fn with_store(
+        config: Config,
+        store: Store,
+        recovered: Recovered,
+    ) -> Result<Arc<Broker>, String> {
+        let store = Arc::new(store);
+        let next_id = crate::recovery::next_queue_id(&recovered);
+        let broker = Broker::build(config, Some(Arc::new(Persistence::new(store, next_id))));
+        crate::recovery::restore(&broker, recovered)?;
+        Ok(broker)
+    }
+
+    fn build(config: Config, persist: Option<Arc<Persistence>>) -> Arc<Broker> {
         let vhosts = DashMap::new();
-        vhosts.insert("/".to_owned(), Arc::new(VHost::new("/")));
+        vhosts.insert("/".to_owned(), Arc::new(VHost::new("/", persist.clone())));
         Arc::new(Broker {
             config,
+            persist,
             vhosts,
             connections: DashMap::new(),
             next_connection: AtomicU64::new(1),
@@ -91,6 +114,26 @@ impl Broker {
 
     pub fn vhost(&self, name: &str) -> Option<Arc<VHost>> {
         self.vhosts.get(name).map(|v| v.value().clone())
+    }
+
+    /// The vhost, created if missing (recovery of definitions).
+    pub(crate) fn vhost_or_create(&self, name: &str) -> Arc<VHost> {
+        self.vhosts
+            .entry(name.to_owned())
+            .or_insert_with(|| Arc::new(VHost::new(name, self.persist.clone())))
+            .clone()
+    }
+
+    /// The store, if this broker has one.
+    pub fn store(&self) -> Option<&Arc<Store>> {
+        self.persist.as_ref().map(|p| &p.store)
+    }
+
+    /// Write out everything pending and close the store (clean shutdown).
+    pub fn close_store(&self) {
+        if let Some(s) = self.store() {
+            s.close();
+        }
     }
 
     /// Check a login. Loopback-only users are refused from other addresses.

@@ -9,7 +9,9 @@ pub mod exchange;
 pub mod memory;
 pub mod message;
 pub mod names;
+pub mod persist;
 pub mod queue;
+mod recovery;
 pub mod server;
 pub mod vhost;
 

@@ -17,6 +17,7 @@ use crate::connection::handle::ConnectionId;
 use crate::error::{AmqpError, AmqpResult};
 use crate::exchange::{Dest, Exchange};
 use crate::message::Message;
+use crate::persist::{MetaRecord, Persistence};
 use crate::queue::args::{self, QueueType};
 use crate::queue::{Queue, QueueArgs};
 
@@ -29,6 +30,8 @@ pub struct VHost {
     exchanges: DashMap<String, Arc<Exchange>>,
     queues: DashMap<String, Arc<Queue>>,
     topology: Mutex<()>,
+    /// Where durable definitions and messages go (None: in-memory broker).
+    persist: Option<Arc<Persistence>>,
 }
 
 /// Flags of `exchange.declare`.
@@ -57,12 +60,13 @@ pub struct QueueDecl {
 }
 
 impl VHost {
-    pub fn new(name: &str) -> VHost {
+    pub fn new(name: &str, persist: Option<Arc<Persistence>>) -> VHost {
         let v = VHost {
             name: name.to_owned(),
             exchanges: DashMap::new(),
             queues: DashMap::new(),
             topology: Mutex::new(()),
+            persist,
         };
         for x in Exchange::builtins() {
             v.exchanges.insert(x.name.clone(), Arc::new(x));
@@ -145,6 +149,9 @@ impl VHost {
             d.internal,
             d.arguments.clone(),
         );
+        if let (Some(p), Some(record)) = (&self.persist, self.exchange_record(&x)) {
+            p.put(&record);
+        }
         self.exchanges.insert(d.name.clone(), Arc::new(x));
         Ok(())
     }
@@ -205,7 +212,16 @@ impl VHost {
 
     /// Remove an exchange and every binding to it; cascades auto-delete.
     fn remove_exchange_locked(&self, name: &str) {
-        self.exchanges.remove(name);
+        if let Some((_, x)) = self.exchanges.remove(name) {
+            if let Some(p) = &self.persist {
+                if let Some(record) = self.exchange_record(&x) {
+                    p.delete(&record);
+                }
+                for (dest, key, args) in x.bindings.read().bindings() {
+                    p.delete(&self.binding_record_any(&x.name, &dest, &key, &args));
+                }
+            }
+        }
         self.unbind_destination_locked(&Dest::Exchange(name.into()));
     }
 
@@ -214,6 +230,14 @@ impl VHost {
         let mut emptied = Vec::new();
         for x in self.exchanges.iter() {
             let mut b = x.bindings.write();
+            if !b.has_destination(dest) {
+                continue;
+            }
+            if let Some(p) = &self.persist {
+                for (d, key, args) in b.bindings().into_iter().filter(|(d, _, _)| d == dest) {
+                    p.delete(&self.binding_record_any(&x.name, &d, &key, &args));
+                }
+            }
             if b.unbind_all(dest) > 0 && b.is_empty() && x.auto_delete {
                 emptied.push(x.name.clone());
             }
@@ -273,6 +297,10 @@ impl VHost {
                 )));
             }
         }
+        let stored = match &self.persist {
+            Some(p) if d.durable && !d.exclusive => Some((p.clone(), p.new_queue_id())),
+            _ => None,
+        };
         let q = Arc::new(Queue::new(
             d.name.clone(),
             self.name.clone(),
@@ -283,6 +311,16 @@ impl VHost {
             parsed,
             Arc::downgrade(self),
         ));
+        if let Some((p, id)) = &stored {
+            p.put(&MetaRecord::Queue {
+                vhost: self.name.clone(),
+                name: d.name.clone(),
+                id: *id,
+                auto_delete: d.auto_delete,
+                arguments: d.arguments.clone(),
+            });
+            q.attach_store(p.store.clone(), *id);
+        }
         self.queues.insert(d.name.clone(), q.clone());
         q.start_timers();
         Ok((q, 0, 0))
@@ -356,8 +394,57 @@ impl VHost {
 
     fn remove_queue_locked(&self, q: &Arc<Queue>) -> u32 {
         self.queues.remove(&q.name);
+        if let (Some(p), Some(id)) = (&self.persist, q.store_id()) {
+            p.delete(&MetaRecord::Queue {
+                vhost: self.name.clone(),
+                name: q.name.clone(),
+                id,
+                auto_delete: q.auto_delete,
+                arguments: FieldTable::default(),
+            });
+            p.store.submit(warren_store::Op::DelQueue { queue: id });
+        }
         self.unbind_destination_locked(&Dest::Queue(q.name.as_str().into()));
         q.mark_deleted()
+    }
+
+    // ----- recovery (no writes back to the store) -------------------------------------
+
+    pub(crate) fn restore_exchange(&self, x: Exchange) {
+        self.exchanges.insert(x.name.clone(), Arc::new(x));
+    }
+
+    pub(crate) fn restore_queue(
+        self: &Arc<Self>,
+        name: &str,
+        id: u64,
+        auto_delete: bool,
+        arguments: FieldTable,
+    ) -> Result<Arc<Queue>, String> {
+        let what = self.queue_res(name);
+        let parsed = QueueArgs::parse(&arguments, &what)
+            .map_err(|e| format!("stored {what}: {}", e.text))?;
+        let q = Arc::new(Queue::new(
+            name.to_owned(),
+            self.name.clone(),
+            true,
+            auto_delete,
+            None,
+            arguments,
+            parsed,
+            Arc::downgrade(self),
+        ));
+        if let Some(p) = &self.persist {
+            q.attach_store(p.store.clone(), id);
+        }
+        self.queues.insert(name.to_owned(), q.clone());
+        Ok(q)
+    }
+
+    pub(crate) fn restore_binding(&self, source: &str, dest: Dest, key: &str, args: &FieldTable) {
+        if let Some(x) = self.exchange(source) {
+            let _ = x.bindings.write().bind(dest, key, args);
+        }
     }
 
     // ----- bindings ----------------------------------------------------------------
@@ -375,10 +462,15 @@ impl VHost {
         let x = self.binding_source(source)?;
         self.check_dest(&dest)?;
         self.check_dest_exclusive(&dest, conn)?;
-        x.bindings
+        let record = self.binding_record(&x, &dest, routing_key, arguments);
+        let added = x
+            .bindings
             .write()
             .bind(dest, routing_key, arguments)
             .map_err(|e| AmqpError::precondition_failed(e.to_string()))?;
+        if let (true, Some(p), Some(r)) = (added, &self.persist, record) {
+            p.put(&r);
+        }
         Ok(())
     }
 
@@ -401,6 +493,9 @@ impl VHost {
             return Ok(());
         };
         self.check_dest_exclusive(&dest, conn)?;
+        if let Some(p) = &self.persist {
+            p.delete(&self.binding_record_any(&x.name, &dest, routing_key, arguments));
+        }
         let emptied = {
             let mut b = x.bindings.write();
             b.unbind(&dest, routing_key, arguments) && b.is_empty()
@@ -418,6 +513,57 @@ impl VHost {
                 None => Ok(()),
             },
             Dest::Exchange(_) => Ok(()),
+        }
+    }
+
+    /// The stored form of an exchange, if it is durable (built-ins are not stored).
+    fn exchange_record(&self, x: &Exchange) -> Option<MetaRecord> {
+        (x.durable && !x.is_default() && !x.name.starts_with("amq.")).then(|| {
+            MetaRecord::Exchange {
+                vhost: self.name.clone(),
+                name: x.name.clone(),
+                exchange_type: x.kind.as_str().to_owned(),
+                auto_delete: x.auto_delete,
+                internal: x.internal,
+                arguments: x.arguments.clone(),
+            }
+        })
+    }
+
+    /// The stored form of a binding, if both its ends are durable.
+    fn binding_record(
+        &self,
+        source: &Exchange,
+        dest: &Dest,
+        key: &str,
+        args: &FieldTable,
+    ) -> Option<MetaRecord> {
+        let dest_durable = match dest {
+            Dest::Queue(q) => self.queue(q).is_some_and(|q| q.store_id().is_some()),
+            Dest::Exchange(x) => self.exchange(x).is_some_and(|x| x.durable),
+        };
+        (source.durable && dest_durable)
+            .then(|| self.binding_record_any(&source.name, dest, key, args))
+    }
+
+    fn binding_record_any(
+        &self,
+        source: &str,
+        dest: &Dest,
+        key: &str,
+        args: &FieldTable,
+    ) -> MetaRecord {
+        let (destination, destination_is_queue) = match dest {
+            Dest::Queue(q) => (q.to_string(), true),
+            Dest::Exchange(x) => (x.to_string(), false),
+        };
+        MetaRecord::Binding {
+            vhost: self.name.clone(),
+            source: source.to_owned(),
+            destination,
+            destination_is_queue,
+            routing_key: key.to_owned(),
+            arguments: args.clone(),
         }
     }
 

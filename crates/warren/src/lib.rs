@@ -13,7 +13,11 @@
 #![forbid(unsafe_code)]
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
+use std::path::PathBuf;
+use std::sync::Arc;
 use std::time::Duration;
+
+pub use warren_store::EngineKind;
 
 pub use warren_broker::Config;
 use warren_broker::{Server, ServerHandle};
@@ -24,6 +28,16 @@ pub struct BrokerBuilder {
     port: u16,
     bind: Vec<IpAddr>,
     config: Config,
+    storage: Storage,
+}
+
+/// Where the broker keeps durable state.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Storage {
+    /// Everything in memory; nothing survives a restart (the library default).
+    InMemory,
+    /// Durable exchanges, queues, bindings and persistent messages on disk.
+    Dir { path: PathBuf, engine: EngineKind },
 }
 
 impl Default for BrokerBuilder {
@@ -32,6 +46,7 @@ impl Default for BrokerBuilder {
             port: 5672,
             bind: vec![IpAddr::V4(Ipv4Addr::LOCALHOST)],
             config: Config::default(),
+            storage: Storage::InMemory,
         }
     }
 }
@@ -55,9 +70,34 @@ impl BrokerBuilder {
         self
     }
 
+    /// Keep durable state in `path` with `engine` (default: in memory).
+    pub fn data_dir(mut self, path: impl Into<PathBuf>, engine: EngineKind) -> Self {
+        self.storage = Storage::Dir {
+            path: path.into(),
+            engine,
+        };
+        self
+    }
+
     /// Bind the listeners and start serving.
     pub async fn start(self) -> std::io::Result<Broker> {
-        let broker = warren_broker::Broker::new(self.config);
+        let broker = match &self.storage {
+            Storage::InMemory => warren_broker::Broker::new(self.config),
+            Storage::Dir { path, engine } => {
+                let (path, engine) = (path.clone(), *engine);
+                let config = self.config;
+                // Opening reads the whole store: keep it off the async workers.
+                tokio::task::spawn_blocking(move || -> Result<_, String> {
+                    let kv = warren_store::open(engine, &path).map_err(|e| e.to_string())?;
+                    let (store, recovered) =
+                        warren_store::Store::open(kv).map_err(|e| e.to_string())?;
+                    warren_broker::Broker::with_store(config, store, recovered)
+                })
+                .await
+                .map_err(|e| std::io::Error::other(e.to_string()))?
+                .map_err(std::io::Error::other)?
+            }
+        };
         warren_broker::memory::spawn_monitor(&broker, Duration::from_secs(1));
         let mut addrs: Vec<SocketAddr> = self
             .bind
@@ -89,13 +129,17 @@ impl BrokerBuilder {
                 Err(e) => return Err(e),
             }
         }
-        Ok(Broker { handles })
+        Ok(Broker {
+            handles,
+            core: broker,
+        })
     }
 }
 
 /// A running broker.
 pub struct Broker {
     handles: Vec<ServerHandle>,
+    core: Arc<warren_broker::Broker>,
 }
 
 impl Broker {
@@ -134,10 +178,13 @@ impl Broker {
             .unwrap_or(0)
     }
 
-    /// Close every connection (320 CONNECTION_FORCED) and stop listening.
+    /// Close every connection (320 CONNECTION_FORCED), stop listening, and
+    /// write out everything pending to the store.
     pub async fn shutdown(self) {
         for h in self.handles {
             h.shutdown(Duration::from_secs(5)).await;
         }
+        let core = self.core.clone();
+        let _ = tokio::task::spawn_blocking(move || core.close_store()).await;
     }
 }

@@ -1,6 +1,7 @@
 //! The `warren` command: runs the broker.
 
 use std::net::IpAddr;
+use std::path::PathBuf;
 
 use clap::Parser;
 use tracing_subscriber::EnvFilter;
@@ -28,6 +29,35 @@ struct Cli {
     /// number of bytes; publishers are blocked above it. 0 disables the alarm.
     #[arg(long, env = "WARREN_MEMORY_HIGH_WATERMARK", default_value = "0.4")]
     memory_high_watermark: f64,
+    /// Directory for durable state (default: $XDG_DATA_HOME/warren or
+    /// ~/.local/share/warren; /var/lib/warren when run as a systemd service).
+    #[arg(long, env = "WARREN_DATA_DIR")]
+    data_dir: Option<PathBuf>,
+    /// Keep everything in memory: nothing survives a restart (for tests).
+    #[arg(long, env = "WARREN_IN_MEMORY", conflicts_with = "data_dir")]
+    in_memory: bool,
+    /// Storage engine: redb (default) or sled.
+    #[arg(long = "store", env = "WARREN_STORE", default_value = "redb", value_parser = parse_engine)]
+    engine: warren::EngineKind,
+}
+
+fn parse_engine(s: &str) -> Result<warren::EngineKind, String> {
+    warren::EngineKind::parse(s).ok_or_else(|| format!("unknown store '{s}': use redb or sled"))
+}
+
+/// The default data directory (printed at start-up).
+fn default_data_dir() -> PathBuf {
+    // systemd sets INVOCATION_ID for services.
+    if std::env::var_os("INVOCATION_ID").is_some() {
+        return PathBuf::from("/var/lib/warren");
+    }
+    if let Some(d) = std::env::var_os("XDG_DATA_HOME").filter(|d| !d.is_empty()) {
+        return PathBuf::from(d).join("warren");
+    }
+    match std::env::var_os("HOME").filter(|h| !h.is_empty()) {
+        Some(h) => PathBuf::from(h).join(".local/share/warren"),
+        None => PathBuf::from("warren-data"),
+    }
 }
 
 /// The watermark in bytes: below 1 it is a fraction of physical memory.
@@ -71,13 +101,18 @@ async fn run(cli: Cli) -> std::process::ExitCode {
         memory_high_watermark: watermark(cli.memory_high_watermark),
         ..Default::default()
     };
-    let broker = match warren::Broker::builder()
+    let mut builder = warren::Broker::builder()
         .port(cli.port)
         .bind(cli.bind)
-        .config(config)
-        .start()
-        .await
-    {
+        .config(config);
+    if cli.in_memory {
+        tracing::info!("in-memory mode: nothing is written to disk and nothing survives a restart");
+    } else {
+        let dir = cli.data_dir.clone().unwrap_or_else(default_data_dir);
+        tracing::info!(data_dir = %dir.display(), store = cli.engine.as_str(), "opening the message store");
+        builder = builder.data_dir(dir, cli.engine);
+    }
+    let broker = match builder.start().await {
         Ok(b) => b,
         Err(e) => {
             tracing::error!("{e}");

@@ -96,18 +96,13 @@ impl BodyParts {
     }
 }
 
-/// Publisher-confirm bookkeeping.
-#[derive(Debug, Default)]
-pub(super) struct Confirms {
-    pub next_seq: u64,
-    /// Highest sequence number to ack at the next flush, and how many that covers.
-    pub ack_upto: u64,
-    pub pending: u32,
-}
+pub(super) use super::confirm::Confirms;
 
 /// Work held back until tx.commit.
 #[derive(Debug, Default)]
 pub(super) struct Tx {
+    /// A committed persistent message went to a durable queue: commit-ok waits for the disk.
+    pub needs_sync: bool,
     pub publishes: Vec<(Arc<Message>, bool)>,
     pub acks: Vec<Method>,
 }
@@ -115,6 +110,9 @@ pub(super) struct Tx {
 #[derive(Debug)]
 pub(super) struct Channel {
     pub id: u16,
+    /// Distinguishes this channel from a later one with the same number
+    /// (for answers from the store that arrive after a close).
+    pub epoch: u64,
     /// We sent channel.close and wait for close-ok.
     pub closing: bool,
     pub content: Content,
@@ -133,9 +131,10 @@ pub(super) struct Channel {
 }
 
 impl Channel {
-    pub fn new(id: u16) -> Channel {
+    pub fn new(id: u16, epoch: u64) -> Channel {
         Channel {
             id,
+            epoch,
             closing: false,
             content: Content::Idle,
             last_queue: None,
@@ -250,7 +249,8 @@ impl Connection {
                 self.channel_max
             )));
         }
-        self.channels.insert(id, Channel::new(id));
+        self.next_epoch += 1;
+        self.channels.insert(id, Channel::new(id, self.next_epoch));
         self.send_method(
             id,
             AMQPClass::Channel(ch::AMQPMethod::OpenOk(ch::OpenOk {})),
@@ -297,7 +297,7 @@ impl Connection {
         self.release_channel(&mut c);
         self.send_channel_close(id, &err);
         // Keep a closing shell so that frames in flight are dropped until close-ok.
-        let mut shell = Channel::new(id);
+        let mut shell = Channel::new(id, 0);
         shell.closing = true;
         self.channels.insert(id, shell);
     }

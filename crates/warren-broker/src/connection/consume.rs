@@ -139,7 +139,7 @@ impl Connection {
         let name = self.resolve_queue_name(id, g.queue.as_str())?;
         let queue = vhost.usable_queue(&name, self.id())?;
         let frame_max = self.frame_max;
-        let Some((message, remaining)) = queue.get() else {
+        let Some((message, remaining)) = queue.get(g.no_ack) else {
             self.send_method(
                 id,
                 AMQPClass::Basic(basic::AMQPMethod::GetEmpty(basic::GetEmpty {})),
@@ -259,6 +259,8 @@ impl Connection {
             for (q, messages) in queues {
                 if requeue == Some(false) {
                     q.reject(messages);
+                } else {
+                    q.ack(&messages);
                 }
                 // Freed credit may let the queue deliver more.
                 q.kick();

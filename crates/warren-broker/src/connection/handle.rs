@@ -47,6 +47,16 @@ pub enum ConnEvent {
     },
     /// The writer drained below the low-water mark: ask starved queues again.
     Drained,
+    /// The store's group commit covering publishes up to confirm sequence
+    /// number `upto` on a channel finished (`ok`: they are on disk).
+    Persisted {
+        channel: u16,
+        epoch: u64,
+        upto: u64,
+        ok: bool,
+    },
+    /// The group commit behind a tx.commit finished.
+    TxCommitted { channel: u16, epoch: u64, ok: bool },
     /// The memory alarm was raised (true) or cleared (false).
     MemoryAlarm(bool),
     /// Close the connection (broker shutdown or an operator's request).

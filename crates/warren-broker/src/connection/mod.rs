@@ -12,6 +12,7 @@
 //! `publish.rs` (content assembly, routing, confirms, tx), `deliver.rs` (events from queues).
 
 mod channel;
+mod confirm;
 mod consume;
 mod deliver;
 pub mod handle;
@@ -91,6 +92,8 @@ pub struct Connection {
     has_published: bool,
     /// connection.blocked was sent and not yet followed by unblocked.
     sent_blocked: bool,
+    /// Source of channel epochs.
+    next_epoch: u64,
 }
 
 impl Connection {
@@ -123,6 +126,7 @@ impl Connection {
             cleaned_up: false,
             has_published: false,
             sent_blocked: false,
+            next_epoch: 0,
         }
     }
 
@@ -388,6 +392,15 @@ impl Connection {
                 message,
             } => self.on_direct_reply(channel, key, message),
             ConnEvent::MemoryAlarm(on) => self.on_memory_alarm(on),
+            ConnEvent::Persisted {
+                channel,
+                epoch,
+                upto,
+                ok,
+            } => self.on_persisted(channel, epoch, upto, ok),
+            ConnEvent::TxCommitted { channel, epoch, ok } => {
+                self.on_tx_committed(channel, epoch, ok)
+            }
             ConnEvent::ForceClose { code, text } => {
                 let err = AmqpError {
                     code: warren_codec::reply::ReplyCode(code),

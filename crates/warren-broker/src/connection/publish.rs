@@ -10,7 +10,7 @@ use warren_codec::method::Publish;
 use warren_codec::ContentHeader;
 
 use super::channel::{BodyParts, Confirms, Content, Tx};
-use super::Connection;
+use super::{ConnEvent, Connection};
 use crate::error::{AmqpError, AmqpResult};
 use crate::message::Message;
 use crate::queue::{Enqueued, Queue};
@@ -199,35 +199,88 @@ impl Connection {
                 self.frame_max,
             );
         }
-        if let Some(c) = self.channel_mut(id)?.confirms.as_mut() {
-            c.next_seq += 1;
-            if rejected {
-                // A queue refused it (x-overflow reject-publish): ack what came
-                // before, then nack this one, keeping the order.
-                let (seq, pending, upto) = (c.next_seq, c.pending, c.ack_upto);
-                c.pending = 0;
-                if pending > 0 {
-                    hot::encode_confirm(&mut self.out, id, true, upto, pending > 1);
-                }
-                hot::encode_confirm(&mut self.out, id, false, seq, false);
-            } else {
-                c.ack_upto = c.next_seq;
-                c.pending += 1;
-            }
+        let needs_sync = routed && queues.iter().any(|q| q.persists(&message));
+        let mut frames = Vec::new();
+        let chan = self.channel_mut(id)?;
+        if let Some(c) = chan.confirms.as_mut() {
+            c.published(needs_sync, rejected, &mut frames);
+        } else if let Some(tx) = chan.tx.as_mut() {
+            tx.needs_sync |= needs_sync;
         }
+        self.write_confirms(id, &frames);
         Ok(())
     }
 
-    /// Send the confirms accumulated while handling a batch of frames, coalesced
-    /// with `multiple` where more than one is due.
+    fn write_confirms(&mut self, id: u16, frames: &[(bool, u64, bool)]) {
+        for &(ack, tag, multiple) in frames {
+            hot::encode_confirm(&mut self.out, id, ack, tag, multiple);
+        }
+    }
+
+    /// The frames of one read are handled: send the confirms that are due,
+    /// coalesced, and start one group-commit barrier per channel that needs it.
     pub(super) fn flush_confirms(&mut self) {
+        let mut frames = Vec::new();
+        let mut barriers = Vec::new();
         for (id, chan) in self.channels.iter_mut() {
             if let Some(c) = chan.confirms.as_mut() {
-                if c.pending > 0 {
-                    hot::encode_confirm(&mut self.out, *id, true, c.ack_upto, c.pending > 1);
-                    c.pending = 0;
+                let before = frames.len();
+                if let Some(upto) = c.end_of_batch(&mut frames) {
+                    barriers.push((*id, chan.epoch, upto));
+                }
+                for f in frames.drain(before..).collect::<Vec<_>>() {
+                    hot::encode_confirm(&mut self.out, *id, f.0, f.1, f.2);
                 }
             }
+        }
+        if barriers.is_empty() {
+            return;
+        }
+        let Some(store) = self.broker.store().cloned() else {
+            return;
+        };
+        for (channel, epoch, upto) in barriers {
+            let handle = self.handle.clone();
+            store.barrier(move |ok| {
+                handle.notify(ConnEvent::Persisted {
+                    channel,
+                    epoch,
+                    upto,
+                    ok,
+                })
+            });
+        }
+    }
+
+    pub(super) fn on_persisted(&mut self, channel: u16, epoch: u64, upto: u64, ok: bool) {
+        let mut frames = Vec::new();
+        match self.channels.get_mut(&channel) {
+            Some(c) if c.epoch == epoch && !c.closing => {
+                if let Some(confirms) = c.confirms.as_mut() {
+                    confirms.persisted(upto, ok, &mut frames);
+                }
+            }
+            _ => return,
+        }
+        self.write_confirms(channel, &frames);
+    }
+
+    pub(super) fn on_tx_committed(&mut self, channel: u16, epoch: u64, ok: bool) {
+        match self.channels.get(&channel) {
+            Some(c) if c.epoch == epoch && !c.closing => {}
+            _ => return,
+        }
+        if ok {
+            self.send_method(
+                channel,
+                AMQPClass::Tx(tx::AMQPMethod::CommitOk(tx::CommitOk {})),
+            );
+        } else {
+            self.channel_error(
+                channel,
+                AmqpError::internal_error("the message store failed to write the transaction")
+                    .during((90, 20)),
+            );
         }
     }
 
@@ -279,7 +332,26 @@ impl Connection {
             // Tags already settled inside the transaction are skipped, not errors.
             let _ = self.apply_ack(id, ack);
         }
-        self.send_method(id, AMQPClass::Tx(tx::AMQPMethod::CommitOk(tx::CommitOk {})));
+        let chan = self.channel_mut(id)?;
+        let epoch = chan.epoch;
+        let needs_sync = chan
+            .tx
+            .as_mut()
+            .is_some_and(|t| std::mem::take(&mut t.needs_sync));
+        match self.broker.store().cloned() {
+            // commit-ok only once the transaction's persistent messages are on disk.
+            Some(store) if needs_sync => {
+                let handle = self.handle.clone();
+                store.barrier(move |ok| {
+                    handle.notify(ConnEvent::TxCommitted {
+                        channel: id,
+                        epoch,
+                        ok,
+                    })
+                });
+            }
+            _ => self.send_method(id, AMQPClass::Tx(tx::AMQPMethod::CommitOk(tx::CommitOk {}))),
+        }
         Ok(())
     }
 

@@ -40,6 +40,8 @@ impl Queue {
         if dead.is_empty() {
             return;
         }
+        // Whatever happens next, these messages have left this queue for good.
+        self.settle(dead.iter().map(|(m, _)| m));
         let Some(dlx) = self.args.dead_letter_exchange.as_deref() else {
             return;
         };

@@ -20,12 +20,13 @@ mod dead_letter;
 mod expiry;
 
 use std::collections::VecDeque;
-use std::sync::{Arc, Weak};
+use std::sync::{Arc, OnceLock, Weak};
 use std::time::{Duration, Instant};
 
 use amq_protocol::types::FieldTable;
 use parking_lot::Mutex;
 use tokio::sync::Notify;
+use warren_store::{Op, Store};
 
 use crate::connection::handle::{ConnEvent, ConnHandle, ConnectionId};
 use crate::error::AmqpError;
@@ -45,6 +46,9 @@ pub struct QueuedMessage {
     pub redelivered: bool,
     /// When the message expires (queue `x-message-ttl` or the message's `expiration`).
     pub expires_at: Option<Instant>,
+    /// Written to the store (persistent message in a durable queue): it must be
+    /// deleted there when it leaves the queue for good.
+    pub persisted: bool,
 }
 
 /// A consumer as the queue sees it.
@@ -110,6 +114,8 @@ struct QueueState {
     deleted: bool,
     /// Last consume, get or redeclare (for `x-expires`).
     last_used: Instant,
+    /// Highest seq of a persisted message handed to a consumer (recorded in the store).
+    delivered_mark: u64,
     /// Whether the timer task runs.
     timer_started: bool,
     /// `x-max-priority`: the ready list is ordered by priority, then arrival.
@@ -127,6 +133,7 @@ impl QueueState {
             had_consumer: false,
             deleted: false,
             last_used: Instant::now(),
+            delivered_mark: 0,
             timer_started: false,
             max_priority,
         }
@@ -236,6 +243,8 @@ pub struct Queue {
     vhost_ref: Weak<VHost>,
     /// Wakes the timer task when a nearer deadline appears.
     timer: Notify,
+    /// The store and this queue's id in it (durable queues of a broker with a store).
+    store: OnceLock<(Arc<Store>, u64)>,
     state: Mutex<QueueState>,
 }
 
@@ -281,8 +290,64 @@ impl Queue {
             args,
             vhost_ref,
             timer: Notify::new(),
+            store: OnceLock::new(),
             state: Mutex::new(QueueState::new(max_priority)),
         }
+    }
+
+    /// Make this queue durable in `store` under `id`.
+    pub fn attach_store(&self, store: Arc<Store>, id: u64) {
+        let _ = self.store.set((store, id));
+    }
+
+    /// The queue's id in the store, if it is stored.
+    pub fn store_id(&self) -> Option<u64> {
+        self.store.get().map(|(_, id)| *id)
+    }
+
+    /// Whether publishing `message` here means writing it to disk first.
+    pub fn persists(&self, message: &Message) -> bool {
+        self.store.get().is_some() && message.header.is_persistent()
+    }
+
+    /// Forget messages that left the queue for good (acked, dropped, dead-lettered).
+    fn settle<'a>(&self, messages: impl IntoIterator<Item = &'a QueuedMessage>) {
+        if let Some((store, id)) = self.store.get() {
+            for m in messages.into_iter().filter(|m| m.persisted) {
+                store.submit(Op::DelMessage {
+                    queue: *id,
+                    seq: m.seq,
+                });
+            }
+        }
+    }
+
+    /// Record that persisted messages up to `seq` may have reached a consumer.
+    fn mark_delivered(&self, st: &mut QueueState, seq: u64) {
+        if let Some((store, id)) = self.store.get() {
+            if seq >= st.delivered_mark {
+                st.delivered_mark = seq + 1;
+                store.submit(Op::Delivered {
+                    queue: *id,
+                    upto: seq,
+                });
+            }
+        }
+    }
+
+    /// Restore a message read back from the store at start-up.
+    pub fn restore(&self, seq: u64, message: Arc<Message>, redelivered: bool) {
+        let mut st = self.state.lock();
+        let expires_at = self.expiry_of(&message, Instant::now());
+        st.next_seq = st.next_seq.max(seq + 1);
+        st.delivered_mark = st.delivered_mark.max(if redelivered { seq + 1 } else { 0 });
+        st.push_back(QueuedMessage {
+            seq,
+            message,
+            redelivered,
+            expires_at,
+            persisted: true,
+        });
     }
 
     /// Start the timer task if this queue has time-based work (TTL, expiry).
@@ -327,11 +392,22 @@ impl Queue {
             }
             let seq = st.next_seq;
             st.next_seq += 1;
+            let persisted = self.persists(&message);
+            if persisted {
+                if let Some((store, id)) = self.store.get() {
+                    store.submit(Op::PutMessage {
+                        queue: *id,
+                        seq,
+                        message: message.clone(),
+                    });
+                }
+            }
             st.push_back(QueuedMessage {
                 seq,
                 message,
                 redelivered: false,
                 expires_at,
+                persisted,
             });
             self.dispatch(&mut st, &mut dead);
             self.enforce_limits(&mut st, seq, &mut dead)
@@ -371,6 +447,8 @@ impl Queue {
                         st.ready_bytes -= m.message.body.len() as u64;
                         if self.args.overflow == Overflow::RejectPublishDlx {
                             dead.push((m, DeathReason::MaxLen));
+                        } else {
+                            self.settle([&m]);
                         }
                     }
                     Enqueued::Rejected
@@ -414,6 +492,11 @@ impl Queue {
         self.dead_letter(dead);
     }
 
+    /// Messages acknowledged by a consumer.
+    pub fn ack(&self, messages: &[QueuedMessage]) {
+        self.settle(messages);
+    }
+
     /// Messages rejected or nacked without requeue: dead-letter them (or drop them).
     pub fn reject(self: &Arc<Self>, messages: Vec<QueuedMessage>) {
         let dead = messages
@@ -423,14 +506,23 @@ impl Queue {
         self.dead_letter(dead);
     }
 
-    /// `basic.get`: the head message and how many remain.
-    pub fn get(self: &Arc<Self>) -> Option<(QueuedMessage, u32)> {
+    /// `basic.get`: the head message and how many remain. With `no_ack` the
+    /// message leaves the queue for good.
+    pub fn get(self: &Arc<Self>, no_ack: bool) -> Option<(QueuedMessage, u32)> {
         let mut dead = Dead::new();
         let got = {
             let mut st = self.state.lock();
             st.last_used = Instant::now();
             st.expire_head(Instant::now(), &mut dead);
-            st.pop_front().map(|m| (m, st.ready.len() as u32))
+            let got = st.pop_front().map(|m| (m, st.ready.len() as u32));
+            if let Some((m, _)) = &got {
+                if no_ack {
+                    self.settle([m]);
+                } else if m.persisted {
+                    self.mark_delivered(&mut st, m.seq);
+                }
+            }
+            got
         };
         self.dead_letter(dead);
         got
@@ -498,6 +590,7 @@ impl Queue {
 
     pub fn purge(&self) -> u32 {
         let mut st = self.state.lock();
+        self.settle(st.ready.iter());
         let n = st.ready.len() as u32;
         st.ready.clear();
         st.ready_bytes = 0;
@@ -563,6 +656,13 @@ impl Queue {
                 break;
             };
             let size = message.message.wire_size();
+            if message.persisted {
+                if consumer.no_ack {
+                    self.settle([&message]);
+                } else {
+                    self.mark_delivered(st, message.seq);
+                }
+            }
             let ev = ConnEvent::Deliver {
                 channel: consumer.channel,
                 consumer_tag: consumer.tag.clone(),
@@ -689,10 +789,10 @@ mod tests {
         for _ in 0..3 {
             q.publish(message());
         }
-        let (first, _) = q.get().unwrap();
-        let (second, _) = q.get().unwrap();
+        let (first, _) = q.get(false).unwrap();
+        let (second, _) = q.get(false).unwrap();
         q.requeue([second, first]);
-        let (m, left) = q.get().unwrap();
+        let (m, left) = q.get(false).unwrap();
         assert_eq!((m.seq, m.redelivered, left), (0, true, 2));
     }
 }
@@ -743,7 +843,7 @@ mod priority_tests {
         for p in [None, Some(3), Some(9), Some(3), Some(1)] {
             q.publish(message(p));
         }
-        let order: Vec<u64> = std::iter::from_fn(|| q.get().map(|(m, _)| m.seq)).collect();
+        let order: Vec<u64> = std::iter::from_fn(|| q.get(true).map(|(m, _)| m.seq)).collect();
         // seq 2 has priority 9, capped to 5; then the two 3s in arrival order; then 1; then none (0).
         assert_eq!(order, vec![2, 1, 3, 4, 0]);
     }
