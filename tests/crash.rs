@@ -1,0 +1,336 @@
+//! Crash tests: the broker runs as a child process (this test binary re-run
+//! with `WARREN_CRASH_CHILD` set), several connections publish persistent
+//! messages with confirms while a consumer acks some, the child is killed with
+//! SIGKILL at a random moment, and a restarted broker on the same directory
+//! must hold every confirmed message exactly once and intact — redelivered if
+//! it had been delivered and not acked — and no transient entity.
+//!
+//! Runs on both engines. `WARREN_CRASH_ITERATIONS` (default 4 per engine) sets
+//! how many kills.
+
+use std::collections::{HashMap, HashSet};
+use std::io::{BufRead, BufReader};
+use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use futures_util::StreamExt;
+use lapin::options::*;
+use lapin::types::FieldTable;
+use lapin::{BasicProperties, Connection, ConnectionProperties};
+
+const CHILD_ENV: &str = "WARREN_CRASH_CHILD";
+
+fn main() {
+    if let Ok(spec) = std::env::var(CHILD_ENV) {
+        run_child(&spec);
+        return;
+    }
+    let iterations: usize = std::env::var("WARREN_CRASH_ITERATIONS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(4);
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .expect("runtime");
+    for engine in ["redb", "sled"] {
+        let dir = tempfile::tempdir().expect("tempdir");
+        for i in 0..iterations {
+            rt.block_on(iteration(engine, dir.path(), i));
+        }
+        println!("crash test: {engine}: {iterations} kills, every confirmed message recovered");
+    }
+}
+
+/// The child: a broker on the given directory; prints its port; runs until killed
+/// (or stops cleanly on stdin EOF).
+fn run_child(spec: &str) {
+    let (engine, dir) = spec.split_once(':').expect("engine:dir");
+    let engine = warren::EngineKind::parse(engine).expect("engine");
+    let rt = tokio::runtime::Runtime::new().expect("runtime");
+    rt.block_on(async {
+        let broker = warren::Broker::builder()
+            .port(0)
+            .data_dir(dir, engine)
+            .start()
+            .await
+            .expect("broker starts");
+        println!("PORT {}", broker.local_addr().port());
+        let _ = tokio::task::spawn_blocking(|| {
+            let mut s = String::new();
+            while std::io::stdin()
+                .read_line(&mut s)
+                .map(|n| n > 0)
+                .unwrap_or(false)
+            {}
+        })
+        .await;
+        broker.shutdown().await;
+    });
+}
+
+struct ChildBroker {
+    child: Child,
+    url: String,
+}
+
+fn spawn(engine: &str, dir: &std::path::Path) -> ChildBroker {
+    let mut child = Command::new(std::env::current_exe().expect("exe"))
+        .env(CHILD_ENV, format!("{engine}:{}", dir.display()))
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .expect("spawn broker");
+    let stdout = child.stdout.take().expect("stdout");
+    let mut line = String::new();
+    BufReader::new(stdout)
+        .read_line(&mut line)
+        .expect("port line");
+    let port = line
+        .trim()
+        .strip_prefix("PORT ")
+        .expect("PORT line")
+        .to_owned();
+    ChildBroker {
+        child,
+        url: format!("amqp://guest:guest@127.0.0.1:{port}/%2f"),
+    }
+}
+
+fn body_for(id: &str) -> Vec<u8> {
+    // The id, then a pattern derived from it: any corruption shows.
+    let mut b = id.as_bytes().to_vec();
+    b.push(b'|');
+    let seed = id
+        .bytes()
+        .fold(7u8, |a, c| a.wrapping_mul(31).wrapping_add(c));
+    b.extend((0..200u32).map(|i| seed.wrapping_add(i as u8)));
+    b
+}
+
+fn id_of(body: &[u8]) -> Option<String> {
+    let end = body.iter().position(|b| *b == b'|')?;
+    let id = String::from_utf8(body[..end].to_vec()).ok()?;
+    (body == body_for(&id).as_slice()).then_some(id)
+}
+
+#[derive(Default)]
+struct Ledger {
+    confirmed: HashSet<String>,
+    published: HashSet<String>,
+    delivered_unacked: HashSet<String>,
+    acked: HashSet<String>,
+}
+
+async fn iteration(engine: &str, dir: &std::path::Path, i: usize) {
+    let queue = format!("crash.q{i}");
+    let broker = spawn(engine, dir);
+    let setup = Connection::connect(&broker.url, ConnectionProperties::default())
+        .await
+        .expect("connect");
+    let ch = setup.create_channel().await.expect("channel");
+    let durable = QueueDeclareOptions {
+        durable: true,
+        ..Default::default()
+    };
+    ch.queue_declare(queue.as_str().into(), durable, FieldTable::default())
+        .await
+        .expect("declare");
+    ch.queue_declare(
+        format!("crash.transient{i}").as_str().into(),
+        QueueDeclareOptions::default(),
+        FieldTable::default(),
+    )
+    .await
+    .expect("declare transient");
+    ch.exchange_declare(
+        format!("crash.tx{i}").as_str().into(),
+        lapin::ExchangeKind::Fanout,
+        ExchangeDeclareOptions::default(),
+        FieldTable::default(),
+    )
+    .await
+    .expect("declare transient exchange");
+
+    let ledger = Arc::new(Mutex::new(Ledger::default()));
+    let mut tasks = Vec::new();
+    for p in 0..3 {
+        let (url, queue, ledger) = (broker.url.clone(), queue.clone(), ledger.clone());
+        tasks.push(tokio::spawn(async move {
+            let Ok(conn) = Connection::connect(&url, ConnectionProperties::default()).await else {
+                return;
+            };
+            let Ok(ch) = conn.create_channel().await else {
+                return;
+            };
+            if ch
+                .confirm_select(ConfirmSelectOptions::default())
+                .await
+                .is_err()
+            {
+                return;
+            }
+            for n in 0.. {
+                let id = format!("{i}-{p}-{n}");
+                ledger.lock().unwrap().published.insert(id.clone());
+                let props = BasicProperties::default().with_delivery_mode(2);
+                let Ok(confirm) = ch
+                    .basic_publish(
+                        "".into(),
+                        queue.as_str().into(),
+                        BasicPublishOptions::default(),
+                        &body_for(&id),
+                        props,
+                    )
+                    .await
+                else {
+                    return;
+                };
+                match confirm.await {
+                    Ok(c) if c.is_ack() => {
+                        ledger.lock().unwrap().confirmed.insert(id);
+                    }
+                    _ => return,
+                }
+            }
+        }));
+    }
+    {
+        // A consumer that acks every other message it gets.
+        let (url, queue, ledger) = (broker.url.clone(), queue.clone(), ledger.clone());
+        tasks.push(tokio::spawn(async move {
+            let Ok(conn) = Connection::connect(&url, ConnectionProperties::default()).await else {
+                return;
+            };
+            let Ok(ch) = conn.create_channel().await else {
+                return;
+            };
+            let _ = ch.basic_qos(50, BasicQosOptions::default()).await;
+            let Ok(mut consumer) = ch
+                .basic_consume(
+                    queue.as_str().into(),
+                    "".into(),
+                    BasicConsumeOptions::default(),
+                    FieldTable::default(),
+                )
+                .await
+            else {
+                return;
+            };
+            let mut k = 0u64;
+            while let Some(Ok(d)) = consumer.next().await {
+                let Some(id) = id_of(&d.data) else { continue };
+                k += 1;
+                if k % 2 == 0 {
+                    ledger.lock().unwrap().delivered_unacked.insert(id.clone());
+                    if d.ack(BasicAckOptions::default()).await.is_err() {
+                        return;
+                    }
+                    let mut l = ledger.lock().unwrap();
+                    l.delivered_unacked.remove(&id);
+                    l.acked.insert(id);
+                } else {
+                    ledger.lock().unwrap().delivered_unacked.insert(id);
+                }
+            }
+        }));
+    }
+    let delay = 150 + (i as u64 * 97 + engine.len() as u64 * 31) % 400;
+    tokio::time::sleep(Duration::from_millis(delay)).await;
+    let mut child = broker.child;
+    child.kill().expect("kill -9");
+    let _ = child.wait();
+    for t in tasks {
+        let _ = tokio::time::timeout(Duration::from_secs(5), t).await;
+    }
+    let ledger = Arc::try_unwrap(ledger)
+        .ok()
+        .expect("ledger")
+        .into_inner()
+        .unwrap();
+    assert!(
+        !ledger.confirmed.is_empty(),
+        "{engine} iteration {i}: nothing was confirmed before the kill"
+    );
+
+    // Restart on the same directory and read everything back.
+    let broker = spawn(engine, dir);
+    let conn = Connection::connect(&broker.url, ConnectionProperties::default())
+        .await
+        .expect("reconnect");
+    let ch = conn.create_channel().await.expect("channel");
+    for (kind, name) in [("queue", format!("crash.transient{i}"))] {
+        let r = ch
+            .queue_declare(
+                name.as_str().into(),
+                QueueDeclareOptions {
+                    passive: true,
+                    ..Default::default()
+                },
+                FieldTable::default(),
+            )
+            .await;
+        assert!(
+            r.is_err(),
+            "{engine}: transient {kind} {name} survived a restart"
+        );
+    }
+    let ch = conn.create_channel().await.expect("channel");
+    let r = ch
+        .exchange_declare(
+            format!("crash.tx{i}").as_str().into(),
+            lapin::ExchangeKind::Fanout,
+            ExchangeDeclareOptions {
+                passive: true,
+                ..Default::default()
+            },
+            FieldTable::default(),
+        )
+        .await;
+    assert!(
+        r.is_err(),
+        "{engine}: transient exchange survived a restart"
+    );
+    let ch = conn.create_channel().await.expect("channel");
+    let mut seen: HashMap<String, bool> = HashMap::new();
+    loop {
+        let got = ch
+            .basic_get(queue.as_str().into(), BasicGetOptions { no_ack: true })
+            .await
+            .expect("basic.get");
+        let Some(m) = got else { break };
+        let id = id_of(&m.delivery.data)
+            .unwrap_or_else(|| panic!("{engine} iteration {i}: a recovered body is corrupt"));
+        assert!(
+            ledger.published.contains(&id),
+            "{engine}: unknown message {id}"
+        );
+        let dup = seen.insert(id.clone(), m.delivery.redelivered);
+        assert!(
+            dup.is_none(),
+            "{engine} iteration {i}: message {id} recovered twice"
+        );
+    }
+    for id in &ledger.confirmed {
+        if ledger.acked.contains(id) {
+            continue;
+        }
+        assert!(
+            seen.contains_key(id),
+            "{engine} iteration {i}: confirmed message {id} was lost ({} confirmed, {} recovered)",
+            ledger.confirmed.len(),
+            seen.len()
+        );
+    }
+    for id in &ledger.delivered_unacked {
+        if let Some(redelivered) = seen.get(id) {
+            assert!(*redelivered, "{engine} iteration {i}: {id} was delivered before the crash but not marked redelivered");
+        }
+    }
+    drop(conn);
+    let mut child = broker.child;
+    child.kill().expect("kill");
+    let _ = child.wait();
+}
