@@ -237,7 +237,15 @@ async fn iteration(engine: &str, dir: &std::path::Path, i: usize) {
             }
         }));
     }
-    let delay = 150 + (i as u64 * 97 + engine.len() as u64 * 31) % 400;
+    // Let the load get going (the machine may be busy), then kill at a
+    // pseudo-random moment.
+    for _ in 0..200 {
+        if ledger.lock().unwrap().confirmed.len() >= 20 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let delay = 20 + (i as u64 * 97 + engine.len() as u64 * 31) % 400;
     tokio::time::sleep(Duration::from_millis(delay)).await;
     let mut child = broker.child;
     child.kill().expect("kill -9");

@@ -2,7 +2,7 @@
 
 use std::net::IpAddr;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use dashmap::DashMap;
@@ -10,7 +10,7 @@ use dashmap::DashMap;
 use crate::connection::handle::{ConnEvent, ConnHandle, ConnectionId};
 use crate::persist::Persistence;
 use crate::vhost::VHost;
-use warren_store::{Recovered, Store};
+use warren_store::{Recovery, Store};
 
 /// Broker-wide settings (RabbitMQ's defaults).
 #[derive(Debug, Clone)]
@@ -70,7 +70,7 @@ impl std::fmt::Display for LoginRefused {
 #[derive(Debug)]
 pub struct Broker {
     pub config: Config,
-    persist: Option<Arc<Persistence>>,
+    persist: OnceLock<Arc<Persistence>>,
     vhosts: DashMap<String, Arc<VHost>>,
     connections: DashMap<ConnectionId, Arc<ConnHandle>>,
     next_connection: AtomicU64,
@@ -85,25 +85,39 @@ impl Broker {
     }
 
     /// A broker on a store: durable definitions and messages are read back
-    /// from `recovered` and written to `store` from now on.
-    pub fn with_store(
-        config: Config,
-        store: Store,
-        recovered: Recovered,
-    ) -> Result<Arc<Broker>, String> {
-        let store = Arc::new(store);
-        let next_id = crate::recovery::next_queue_id(&recovered);
-        let broker = Broker::build(config, Some(Arc::new(Persistence::new(store, next_id))));
-        crate::recovery::restore(&broker, recovered)?;
+    /// from `recovery`, then the storage thread starts and takes every write.
+    pub fn with_store(config: Config, recovery: Recovery) -> Result<Arc<Broker>, String> {
+        let next_id = crate::recovery::next_queue_id(&recovery.recovered);
+        let broker = Broker::build(config, None);
+        let restored = crate::recovery::restore(&broker, &recovery)?;
+        // Definitions and messages are back: now start writing.
+        let store = Arc::new(recovery.start().map_err(|e| e.to_string())?);
+        let persist = Arc::new(Persistence::new(store, next_id));
+        for v in broker.vhosts.iter() {
+            v.attach_persistence(persist.clone());
+        }
+        for id in restored.orphans {
+            persist
+                .store
+                .submit(warren_store::Op::DelQueue { queue: id });
+        }
+        let _ = broker.persist.set(persist);
+        for q in &restored.queues {
+            q.start_timers();
+        }
         Ok(broker)
     }
 
     fn build(config: Config, persist: Option<Arc<Persistence>>) -> Arc<Broker> {
         let vhosts = DashMap::new();
         vhosts.insert("/".to_owned(), Arc::new(VHost::new("/", persist.clone())));
+        let cell = OnceLock::new();
+        if let Some(p) = persist {
+            let _ = cell.set(p);
+        }
         Arc::new(Broker {
             config,
-            persist,
+            persist: cell,
             vhosts,
             connections: DashMap::new(),
             next_connection: AtomicU64::new(1),
@@ -120,13 +134,13 @@ impl Broker {
     pub(crate) fn vhost_or_create(&self, name: &str) -> Arc<VHost> {
         self.vhosts
             .entry(name.to_owned())
-            .or_insert_with(|| Arc::new(VHost::new(name, self.persist.clone())))
+            .or_insert_with(|| Arc::new(VHost::new(name, self.persist.get().cloned())))
             .clone()
     }
 
     /// The store, if this broker has one.
     pub fn store(&self) -> Option<&Arc<Store>> {
-        self.persist.as_ref().map(|p| &p.store)
+        self.persist.get().map(|p| &p.store)
     }
 
     /// Write out everything pending and close the store (clean shutdown).

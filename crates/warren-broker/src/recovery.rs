@@ -4,14 +4,13 @@
 
 use std::sync::Arc;
 
-use warren_codec::ContentHeader;
 use warren_routing::ExchangeKind;
-use warren_store::{Op, Recovered};
+use warren_store::{Recovered, Recovery};
 
 use crate::broker::Broker;
 use crate::exchange::{Dest, Exchange};
-use crate::message::Message;
 use crate::persist::MetaRecord;
+use crate::queue::Queue;
 
 /// One past the highest queue id in use.
 pub(crate) fn next_queue_id(recovered: &Recovered) -> u64 {
@@ -23,11 +22,19 @@ pub(crate) fn next_queue_id(recovered: &Recovered) -> u64 {
             _ => None,
         })
         .max();
-    let from_messages = recovered.queues.keys().copied().max();
+    let from_messages = recovered.queues_with_messages.iter().copied().max();
     from_meta.max(from_messages).map_or(1, |m| m + 1)
 }
 
-pub(crate) fn restore(broker: &Arc<Broker>, recovered: Recovered) -> Result<(), String> {
+/// What recovery leaves for after the store starts.
+pub(crate) struct Restored {
+    pub queues: Vec<Arc<Queue>>,
+    /// Ids with stored messages but no queue definition (a delete cut short by a crash).
+    pub orphans: Vec<u64>,
+}
+
+pub(crate) fn restore(broker: &Arc<Broker>, recovery: &Recovery) -> Result<Restored, String> {
+    let recovered = &recovery.recovered;
     let mut records = Vec::with_capacity(recovered.meta.len());
     for (key, value) in &recovered.meta {
         let r: MetaRecord = serde_json::from_slice(value).map_err(|e| {
@@ -107,35 +114,29 @@ pub(crate) fn restore(broker: &Arc<Broker>, recovered: Recovered) -> Result<(), 
         }
     }
     let mut messages = 0u64;
-    for (id, stored) in recovered.queues {
-        let Some(q) = by_id.get(&id) else {
-            // Messages of a queue whose definition is gone: finish deleting them.
-            if let Some(store) = broker.store() {
-                store.submit(Op::DelQueue { queue: id });
-            }
+    let mut orphans = Vec::new();
+    for id in &recovered.queues_with_messages {
+        let Some(q) = by_id.get(id) else {
+            orphans.push(*id);
             continue;
         };
-        for (seq, record) in stored.messages {
-            let header = ContentHeader::parse(record.header.clone()).map_err(|_| {
-                format!(
-                    "stored message {seq} of queue '{}' has a malformed content header",
-                    q.name
-                )
-            })?;
-            let message = Arc::new(Message {
-                exchange: record.exchange,
-                routing_key: record.routing_key,
-                cc: record.cc,
-                header,
-                body: record.body,
-            });
-            let redelivered = stored.delivered_upto.is_some_and(|upto| seq <= upto);
-            q.restore(seq, message, redelivered);
-            messages += 1;
+        let upto = recovered.delivered.get(id).copied();
+        let mut failure = None;
+        recovery
+            .scan_queue(*id, &mut |seq, record| {
+                if failure.is_some() {
+                    return;
+                }
+                let redelivered = upto.is_some_and(|u| seq <= u);
+                match q.restore(seq, record, redelivered) {
+                    Ok(()) => messages += 1,
+                    Err(e) => failure = Some(e),
+                }
+            })
+            .map_err(|e| e.to_string())?;
+        if let Some(e) = failure {
+            return Err(e);
         }
-    }
-    for q in by_id.values() {
-        q.start_timers();
     }
     tracing::info!(
         exchanges,
@@ -144,5 +145,8 @@ pub(crate) fn restore(broker: &Arc<Broker>, recovered: Recovered) -> Result<(), 
         messages,
         "recovered durable state"
     );
-    Ok(())
+    Ok(Restored {
+        queues: by_id.into_values().collect(),
+        orphans,
+    })
 }

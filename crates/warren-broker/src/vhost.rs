@@ -6,7 +6,7 @@
 //! exchanges left empty — are atomic with respect to each other.
 //! Lock order: topology → exchange bindings → queue state.
 
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 
 use amq_protocol::types::FieldTable;
 use dashmap::DashMap;
@@ -31,7 +31,7 @@ pub struct VHost {
     queues: DashMap<String, Arc<Queue>>,
     topology: Mutex<()>,
     /// Where durable definitions and messages go (None: in-memory broker).
-    persist: Option<Arc<Persistence>>,
+    persist: OnceLock<Arc<Persistence>>,
 }
 
 /// Flags of `exchange.declare`.
@@ -61,12 +61,16 @@ pub struct QueueDecl {
 
 impl VHost {
     pub fn new(name: &str, persist: Option<Arc<Persistence>>) -> VHost {
+        let cell = OnceLock::new();
+        if let Some(p) = persist {
+            let _ = cell.set(p);
+        }
         let v = VHost {
             name: name.to_owned(),
             exchanges: DashMap::new(),
             queues: DashMap::new(),
             topology: Mutex::new(()),
-            persist,
+            persist: cell,
         };
         for x in Exchange::builtins() {
             v.exchanges.insert(x.name.clone(), Arc::new(x));
@@ -149,7 +153,7 @@ impl VHost {
             d.internal,
             d.arguments.clone(),
         );
-        if let (Some(p), Some(record)) = (&self.persist, self.exchange_record(&x)) {
+        if let (Some(p), Some(record)) = (self.persist.get(), self.exchange_record(&x)) {
             p.put(&record);
         }
         self.exchanges.insert(d.name.clone(), Arc::new(x));
@@ -213,7 +217,7 @@ impl VHost {
     /// Remove an exchange and every binding to it; cascades auto-delete.
     fn remove_exchange_locked(&self, name: &str) {
         if let Some((_, x)) = self.exchanges.remove(name) {
-            if let Some(p) = &self.persist {
+            if let Some(p) = self.persist.get() {
                 if let Some(record) = self.exchange_record(&x) {
                     p.delete(&record);
                 }
@@ -233,7 +237,7 @@ impl VHost {
             if !b.has_destination(dest) {
                 continue;
             }
-            if let Some(p) = &self.persist {
+            if let Some(p) = self.persist.get() {
                 for (d, key, args) in b.bindings().into_iter().filter(|(d, _, _)| d == dest) {
                     p.delete(&self.binding_record_any(&x.name, &d, &key, &args));
                 }
@@ -297,7 +301,7 @@ impl VHost {
                 )));
             }
         }
-        let stored = match &self.persist {
+        let stored = match self.persist.get() {
             Some(p) if d.durable && !d.exclusive => Some((p.clone(), p.new_queue_id())),
             _ => None,
         };
@@ -394,7 +398,7 @@ impl VHost {
 
     fn remove_queue_locked(&self, q: &Arc<Queue>) -> u32 {
         self.queues.remove(&q.name);
-        if let (Some(p), Some(id)) = (&self.persist, q.store_id()) {
+        if let (Some(p), Some(id)) = (self.persist.get(), q.store_id()) {
             p.delete(&MetaRecord::Queue {
                 vhost: self.name.clone(),
                 name: q.name.clone(),
@@ -409,6 +413,17 @@ impl VHost {
     }
 
     // ----- recovery (no writes back to the store) -------------------------------------
+
+    /// Start writing to the store (after recovery): queues restored from it
+    /// get their store handle.
+    pub(crate) fn attach_persistence(&self, p: Arc<Persistence>) {
+        for q in self.queues.iter() {
+            if let Some(id) = q.recovered_id() {
+                q.attach_store(p.store.clone(), id);
+            }
+        }
+        let _ = self.persist.set(p);
+    }
 
     pub(crate) fn restore_exchange(&self, x: Exchange) {
         self.exchanges.insert(x.name.clone(), Arc::new(x));
@@ -434,9 +449,7 @@ impl VHost {
             parsed,
             Arc::downgrade(self),
         ));
-        if let Some(p) = &self.persist {
-            q.attach_store(p.store.clone(), id);
-        }
+        q.set_recovered_id(id);
         self.queues.insert(name.to_owned(), q.clone());
         Ok(q)
     }
@@ -468,7 +481,7 @@ impl VHost {
             .write()
             .bind(dest, routing_key, arguments)
             .map_err(|e| AmqpError::precondition_failed(e.to_string()))?;
-        if let (true, Some(p), Some(r)) = (added, &self.persist, record) {
+        if let (true, Some(p), Some(r)) = (added, self.persist.get(), record) {
             p.put(&r);
         }
         Ok(())
@@ -493,7 +506,7 @@ impl VHost {
             return Ok(());
         };
         self.check_dest_exclusive(&dest, conn)?;
-        if let Some(p) = &self.persist {
+        if let Some(p) = self.persist.get() {
             p.delete(&self.binding_record_any(&x.name, &dest, routing_key, arguments));
         }
         let emptied = {

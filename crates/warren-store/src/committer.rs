@@ -15,7 +15,7 @@ use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 
 use crate::kv::{Kv, KvOp};
-use crate::layout::{self, Recovered};
+use crate::layout::{self, MessageRecord, Recovered};
 use crate::StoreError;
 
 /// A message as the store encodes it (implemented by the broker's message type),
@@ -54,11 +54,83 @@ pub enum Op {
 }
 
 type Callback = Box<dyn FnOnce(bool) + Send>;
+type ReadCallback = Box<dyn FnOnce(Vec<(u64, Option<MessageRecord>)>) + Send>;
 
 enum Request {
     Op(Op),
     Barrier(Callback),
+    /// Read messages back (paging a long queue in); served after the writes
+    /// queued before it, so it always sees them.
+    Read {
+        queue: u64,
+        seqs: Vec<u64>,
+        done: ReadCallback,
+    },
     Stop(mpsc::Sender<()>),
+}
+
+/// The store while the broker is rebuilt from it, before the storage thread starts.
+pub struct Recovery {
+    kv: Box<dyn Kv>,
+    pub recovered: Recovered,
+}
+
+impl Recovery {
+    /// Read definitions and delivery marks.
+    pub fn open(kv: Box<dyn Kv>) -> Result<Recovery, StoreError> {
+        let recovered = layout::recover(kv.as_ref())?;
+        Ok(Recovery { kv, recovered })
+    }
+
+    /// Stream a queue's messages in order; a malformed record is an error.
+    pub fn scan_queue(
+        &self,
+        queue: u64,
+        f: &mut dyn FnMut(u64, MessageRecord),
+    ) -> Result<(), StoreError> {
+        let mut bad = None;
+        layout::scan_queue(
+            self.kv.as_ref(),
+            queue,
+            &mut |seq, v| match layout::decode_record(&bytes::Bytes::copy_from_slice(v)) {
+                Some(r) => {
+                    f(seq, r);
+                    true
+                }
+                None => {
+                    bad = Some(format!("message {seq} of queue id {queue} is malformed"));
+                    false
+                }
+            },
+        )?;
+        match bad {
+            Some(d) => Err(StoreError::Read(d)),
+            None => Ok(()),
+        }
+    }
+
+    /// Start the storage thread.
+    pub fn start(mut self) -> Result<Store, StoreError> {
+        self.kv.apply(&[KvOp::Put(
+            layout::VERSION_KEY.to_vec(),
+            layout::VERSION.to_vec(),
+        )])?;
+        let engine_name = self.kv.name();
+        let (tx, rx) = mpsc::channel();
+        let failed = Arc::new(AtomicBool::new(false));
+        let f = failed.clone();
+        let kv = self.kv;
+        let thread = std::thread::Builder::new()
+            .name("warren-store".into())
+            .spawn(move || run(kv, rx, f))
+            .map_err(|e| StoreError::Write(format!("cannot start the storage thread: {e}")))?;
+        Ok(Store {
+            tx: Mutex::new(Some(tx)),
+            thread: Mutex::new(Some(thread)),
+            failed,
+            engine_name,
+        })
+    }
 }
 
 /// Most requests folded into one batch (bounds memory and latency under load).
@@ -81,30 +153,11 @@ impl std::fmt::Debug for Store {
 }
 
 impl Store {
-    /// Read everything back, then start the storage thread.
-    pub fn open(mut kv: Box<dyn Kv>) -> Result<(Store, Recovered), StoreError> {
-        let recovered = layout::recover(kv.as_ref())?;
-        kv.apply(&[KvOp::Put(
-            layout::VERSION_KEY.to_vec(),
-            layout::VERSION.to_vec(),
-        )])?;
-        let engine_name = kv.name();
-        let (tx, rx) = mpsc::channel();
-        let failed = Arc::new(AtomicBool::new(false));
-        let f = failed.clone();
-        let thread = std::thread::Builder::new()
-            .name("warren-store".into())
-            .spawn(move || run(kv, rx, f))
-            .map_err(|e| StoreError::Write(format!("cannot start the storage thread: {e}")))?;
-        Ok((
-            Store {
-                tx: Mutex::new(Some(tx)),
-                thread: Mutex::new(Some(thread)),
-                failed,
-                engine_name,
-            },
-            recovered,
-        ))
+    /// Open and start at once (for callers that need no recovery).
+    pub fn open(kv: Box<dyn Kv>) -> Result<(Store, Recovered), StoreError> {
+        let mut r = Recovery::open(kv)?;
+        let recovered = std::mem::take(&mut r.recovered);
+        Ok((r.start()?, recovered))
     }
 
     pub fn engine_name(&self) -> &'static str {
@@ -140,6 +193,22 @@ impl Store {
         }
     }
 
+    /// Read messages of a queue back; `done` runs on the storage thread.
+    pub fn read(
+        &self,
+        queue: u64,
+        seqs: Vec<u64>,
+        done: impl FnOnce(Vec<(u64, Option<MessageRecord>)>) + Send + 'static,
+    ) {
+        if let Err(Request::Read { seqs, done, .. }) = self.send(Request::Read {
+            queue,
+            seqs,
+            done: Box::new(done),
+        }) {
+            done(seqs.into_iter().map(|s| (s, None)).collect());
+        }
+    }
+
     /// Write out everything queued and stop the thread (clean shutdown).
     pub fn close(&self) {
         let (tx, rx) = mpsc::channel();
@@ -164,6 +233,7 @@ impl Drop for Store {
 fn run(mut kv: Box<dyn Kv>, rx: Receiver<Request>, failed: Arc<AtomicBool>) {
     let mut batch: Vec<KvOp> = Vec::new();
     let mut callbacks: Vec<Callback> = Vec::new();
+    let mut reads: Vec<(u64, Vec<u64>, ReadCallback)> = Vec::new();
     let mut delivered: HashMap<u64, u64> = HashMap::new();
     let mut scratch = Vec::new();
     while let Ok(first) = rx.recv() {
@@ -174,6 +244,7 @@ fn run(mut kv: Box<dyn Kv>, rx: Receiver<Request>, failed: Arc<AtomicBool>) {
             match r {
                 Request::Op(op) => translate(op, &mut batch, &mut delivered, &mut scratch),
                 Request::Barrier(cb) => callbacks.push(cb),
+                Request::Read { queue, seqs, done } => reads.push((queue, seqs, done)),
                 Request::Stop(ack) => {
                     stop = Some(ack);
                     break;
@@ -209,6 +280,20 @@ fn run(mut kv: Box<dyn Kv>, rx: Receiver<Request>, failed: Arc<AtomicBool>) {
         batch.clear();
         for cb in callbacks.drain(..) {
             cb(ok);
+        }
+        for (queue, seqs, done) in reads.drain(..) {
+            let records = seqs
+                .into_iter()
+                .map(|seq| {
+                    let r = kv
+                        .get(&layout::message_key(queue, seq))
+                        .ok()
+                        .flatten()
+                        .and_then(|v| layout::decode_record(&bytes::Bytes::from(v)));
+                    (seq, r)
+                })
+                .collect();
+            done(records);
         }
         if let Some(ack) = stop {
             let _ = ack.send(());

@@ -16,12 +16,33 @@ pub trait Kv: Send {
     /// (fsync or the engine's equivalent).
     fn apply(&mut self, batch: &[KvOp]) -> Result<(), StoreError>;
 
+    /// Visit keys from `start` onwards, in key order, until `f` returns false.
+    fn scan_from(
+        &self,
+        start: &[u8],
+        f: &mut dyn FnMut(&[u8], &[u8]) -> bool,
+    ) -> Result<(), StoreError>;
+
     /// Visit every key with `prefix`, in key order, until `f` returns false.
     fn scan(
         &self,
         prefix: &[u8],
         f: &mut dyn FnMut(&[u8], &[u8]) -> bool,
-    ) -> Result<(), StoreError>;
+    ) -> Result<(), StoreError> {
+        self.scan_from(prefix, &mut |k, v| k.starts_with(prefix) && f(k, v))
+    }
+
+    /// One value.
+    fn get(&self, key: &[u8]) -> Result<Option<Vec<u8>>, StoreError> {
+        let mut found = None;
+        self.scan_from(key, &mut |k, v| {
+            if k == key {
+                found = Some(v.to_vec());
+            }
+            false
+        })?;
+        Ok(found)
+    }
 
     /// The engine's name, for logs.
     fn name(&self) -> &'static str;

@@ -136,43 +136,32 @@ pub fn decode_record(data: &Bytes) -> Option<MessageRecord> {
     })
 }
 
-/// Everything read back at start-up.
+/// Definitions and delivery marks read back at start-up (messages are streamed
+/// separately, so that a long backlog is never all in memory at once).
 #[derive(Debug, Default)]
 pub struct Recovered {
     /// Metadata records, keyed by the broker's metadata key.
     pub meta: Vec<(Vec<u8>, Vec<u8>)>,
-    pub queues: BTreeMap<u64, RecoveredQueue>,
-}
-
-#[derive(Debug, Default)]
-pub struct RecoveredQueue {
-    /// (seq, message) in queue order.
-    pub messages: Vec<(u64, MessageRecord)>,
-    /// Messages up to this seq may have been delivered before the stop.
-    pub delivered_upto: Option<u64>,
+    /// Per queue id: messages up to this seq may have been delivered before the stop.
+    pub delivered: BTreeMap<u64, u64>,
+    /// Queue ids that have messages stored.
+    pub queues_with_messages: Vec<u64>,
 }
 
 fn be_u64(b: &[u8]) -> Option<u64> {
     Some(u64::from_be_bytes(b.try_into().ok()?))
 }
 
-/// Read the whole store. Any malformed record stops start-up with an error
-/// naming what is wrong, rather than dropping data silently.
+/// Read definitions and delivery marks. Any malformed record stops start-up
+/// with an error naming what is wrong, rather than dropping data silently.
 pub fn recover(kv: &dyn Kv) -> Result<Recovered, StoreError> {
     let mut out = Recovered::default();
     let mut bad: Option<String> = None;
-    let mut version: Option<Vec<u8>> = None;
-    kv.scan(VERSION_KEY, &mut |k, v| {
-        if k == VERSION_KEY {
-            version = Some(v.to_vec());
-        }
-        false
-    })?;
-    if let Some(v) = &version {
+    if let Some(v) = kv.get(VERSION_KEY)? {
         if v.as_slice() != VERSION {
             return Err(StoreError::Read(format!(
                 "unsupported store format version {:?}; this Warren reads version {:?}",
-                String::from_utf8_lossy(v),
+                String::from_utf8_lossy(&v),
                 String::from_utf8_lossy(VERSION)
             )));
         }
@@ -183,25 +172,60 @@ pub fn recover(kv: &dyn Kv) -> Result<Recovered, StoreError> {
     })?;
     kv.scan(&[DELIVERED], &mut |k, v| {
         match (be_u64(&k[1..]), be_u64(v)) {
-            (Some(q), Some(upto)) => out.queues.entry(q).or_default().delivered_upto = Some(upto),
+            (Some(q), Some(upto)) => {
+                out.delivered.insert(q, upto);
+            }
             _ => bad = Some(format!("malformed delivery mark under key {k:?}")),
         }
         bad.is_none()
     })?;
-    kv.scan(&[MESSAGE], &mut |k, v| {
-        let ids = (k.len() == 17).then(|| (be_u64(&k[1..9]), be_u64(&k[9..17])));
-        let record = decode_record(&Bytes::copy_from_slice(v));
-        match (ids, record) {
-            (Some((Some(q), Some(seq))), Some(r)) => {
-                out.queues.entry(q).or_default().messages.push((seq, r))
+    // Find the queues that hold messages by seeking from one queue's key
+    // range to the next (one seek per queue; no message is read).
+    let mut from = vec![MESSAGE];
+    loop {
+        let mut found = None;
+        kv.scan_from(&from, &mut |k, _| {
+            if k.first() == Some(&MESSAGE) {
+                found = (k.len() == 17).then(|| be_u64(&k[1..9])).flatten();
+                if found.is_none() {
+                    bad = Some(format!("malformed message key {k:?}"));
+                }
             }
-            _ => bad = Some(format!("malformed message record under key {k:?}")),
+            false
+        })?;
+        let Some(q) = found else { break };
+        out.queues_with_messages.push(q);
+        match q.checked_add(1) {
+            Some(n) => from = queue_prefix(n),
+            None => break,
         }
-        bad.is_none()
-    })?;
+    }
     match bad {
         Some(detail) => Err(StoreError::Read(detail)),
         None => Ok(out),
+    }
+}
+
+/// Stream one queue's messages in order: `f(seq, record bytes)`; stop when `f` returns false.
+pub fn scan_queue(
+    kv: &dyn Kv,
+    queue: u64,
+    f: &mut dyn FnMut(u64, &[u8]) -> bool,
+) -> Result<(), StoreError> {
+    let mut bad = None;
+    kv.scan(&queue_prefix(queue), &mut |k, v| match (k.len() == 17)
+        .then(|| be_u64(&k[9..17]))
+        .flatten()
+    {
+        Some(seq) => f(seq, v),
+        None => {
+            bad = Some(format!("malformed message key {k:?}"));
+            false
+        }
+    })?;
+    match bad {
+        Some(d) => Err(StoreError::Read(d)),
+        None => Ok(()),
     }
 }
 

@@ -20,9 +20,9 @@ pub mod sled_engine;
 
 use std::path::{Path, PathBuf};
 
-pub use committer::{Op, Store};
+pub use committer::{Op, Recovery, Store};
 pub use kv::{Kv, KvOp};
-pub use layout::{MessageRecord, Recovered, RecoveredQueue};
+pub use layout::{MessageRecord, Recovered};
 
 /// Which engine holds the data.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -26,13 +26,13 @@ impl Kv for MemoryKv {
         Ok(())
     }
 
-    fn scan(
+    fn scan_from(
         &self,
-        prefix: &[u8],
+        start: &[u8],
         f: &mut dyn FnMut(&[u8], &[u8]) -> bool,
     ) -> Result<(), StoreError> {
-        for (k, v) in self.map.range(prefix.to_vec()..) {
-            if !k.starts_with(prefix) || !f(k, v) {
+        for (k, v) in self.map.range(start.to_vec()..) {
+            if !f(k, v) {
                 break;
             }
         }

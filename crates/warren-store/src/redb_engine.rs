@@ -10,6 +10,11 @@ use crate::{DirLock, StoreError};
 
 const DATA: TableDefinition<&[u8], &[u8]> = TableDefinition::new("warren");
 
+/// redb's page cache. Its default (1 GiB) would hold a long backlog in memory
+/// again; message bodies are read back once, ahead of the consumers, so a small
+/// cache is enough.
+const CACHE_BYTES: usize = 32 * 1024 * 1024;
+
 pub struct RedbKv {
     db: Database,
     path: PathBuf,
@@ -22,13 +27,16 @@ impl RedbKv {
             path: path.to_owned(),
             detail,
         };
-        let db = Database::create(path).map_err(|e| match e {
-            redb::DatabaseError::Storage(s) => corrupt(s.to_string()),
-            other => StoreError::Open {
-                path: path.to_owned(),
-                detail: other.to_string(),
-            },
-        })?;
+        let db = redb::Builder::new()
+            .set_cache_size(CACHE_BYTES)
+            .create(path)
+            .map_err(|e| match e {
+                redb::DatabaseError::Storage(s) => corrupt(s.to_string()),
+                other => StoreError::Open {
+                    path: path.to_owned(),
+                    detail: other.to_string(),
+                },
+            })?;
         // Make sure the table exists so that reads of a fresh store succeed.
         let txn = db.begin_write().map_err(|e| corrupt(e.to_string()))?;
         txn.open_table(DATA).map_err(|e| corrupt(e.to_string()))?;
@@ -74,9 +82,9 @@ impl Kv for RedbKv {
         txn.commit().map_err(|e| err(&e))
     }
 
-    fn scan(
+    fn scan_from(
         &self,
-        prefix: &[u8],
+        start: &[u8],
         f: &mut dyn FnMut(&[u8], &[u8]) -> bool,
     ) -> Result<(), StoreError> {
         let err = |e: &dyn std::fmt::Display| StoreError::Corrupt {
@@ -85,11 +93,10 @@ impl Kv for RedbKv {
         };
         let txn = self.db.begin_read().map_err(|e| err(&e))?;
         let table = txn.open_table(DATA).map_err(|e| err(&e))?;
-        let range = table.range(prefix..).map_err(|e| err(&e))?;
+        let range = table.range(start..).map_err(|e| err(&e))?;
         for item in range {
             let (k, v) = item.map_err(|e| err(&e))?;
-            let (k, v) = (k.value(), v.value());
-            if !k.starts_with(prefix) || !f(k, v) {
+            if !f(k.value(), v.value()) {
                 break;
             }
         }

@@ -20,6 +20,8 @@ impl SledKv {
             .path(path)
             // We flush at every group commit ourselves.
             .flush_every_ms(None)
+            // Like redb's: keep the page cache small so a backlog stays on disk.
+            .cache_capacity(32 * 1024 * 1024)
             .open()
             .map_err(|e| match e {
                 sled::Error::Corruption { .. } => StoreError::Corrupt {
@@ -79,12 +81,12 @@ impl Kv for SledKv {
         Ok(())
     }
 
-    fn scan(
+    fn scan_from(
         &self,
-        prefix: &[u8],
+        start: &[u8],
         f: &mut dyn FnMut(&[u8], &[u8]) -> bool,
     ) -> Result<(), StoreError> {
-        for item in self.db.scan_prefix(prefix) {
+        for item in self.db.range(start..) {
             let (k, v) = item.map_err(|e| StoreError::Corrupt {
                 path: self.path.clone(),
                 detail: e.to_string(),

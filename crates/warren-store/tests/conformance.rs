@@ -99,7 +99,7 @@ fn group_commit_store_recovers_what_was_written() {
         let dir = tempfile::tempdir().unwrap();
         {
             let (store, recovered) = Store::open(open(kind, dir.path()).unwrap()).unwrap();
-            assert!(recovered.queues.is_empty() && recovered.meta.is_empty());
+            assert!(recovered.queues_with_messages.is_empty() && recovered.meta.is_empty());
             store.submit(Op::PutMeta {
                 key: b"q/a".to_vec(),
                 value: b"{}".to_vec(),
@@ -124,13 +124,23 @@ fn group_commit_store_recovers_what_was_written() {
             assert!(rx.recv().unwrap());
             store.close();
         }
-        let (_store, recovered) = Store::open(open(kind, dir.path()).unwrap()).unwrap();
-        assert_eq!(recovered.meta, vec![(b"q/a".to_vec(), b"{}".to_vec())]);
-        let q = &recovered.queues[&7];
-        let seqs: Vec<u64> = q.messages.iter().map(|(s, _)| *s).collect();
+        let r = warren_store::Recovery::open(open(kind, dir.path()).unwrap()).unwrap();
+        assert_eq!(r.recovered.meta, vec![(b"q/a".to_vec(), b"{}".to_vec())]);
+        assert_eq!(r.recovered.queues_with_messages, vec![7]);
+        assert_eq!(r.recovered.delivered.get(&7), Some(&2));
+        let mut got = Vec::new();
+        r.scan_queue(7, &mut |seq, rec| got.push((seq, rec)))
+            .unwrap();
+        let seqs: Vec<u64> = got.iter().map(|(s, _)| *s).collect();
         assert_eq!(seqs, vec![0, 2, 3, 4], "{}", kind.as_str());
-        assert_eq!(&q.messages[0].1.body[..], b"hello");
-        assert_eq!(q.delivered_upto, Some(2));
-        assert!(!recovered.queues.contains_key(&8));
+        assert_eq!(&got[0].1.body[..], b"hello");
+        // Paging reads go through the storage thread.
+        let store = r.start().unwrap();
+        let (tx, rx) = mpsc::channel();
+        store.read(7, vec![3, 1], move |recs| tx.send(recs).unwrap());
+        let recs = rx.recv().unwrap();
+        assert_eq!(recs[0].0, 3);
+        assert_eq!(recs[0].1.as_ref().map(|r| &r.body[..]), Some(&b"hello"[..]));
+        assert!(recs[1].1.is_none(), "seq 1 was deleted");
     }
 }

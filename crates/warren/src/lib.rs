@@ -89,9 +89,8 @@ impl BrokerBuilder {
                 // Opening reads the whole store: keep it off the async workers.
                 tokio::task::spawn_blocking(move || -> Result<_, String> {
                     let kv = warren_store::open(engine, &path).map_err(|e| e.to_string())?;
-                    let (store, recovered) =
-                        warren_store::Store::open(kv).map_err(|e| e.to_string())?;
-                    warren_broker::Broker::with_store(config, store, recovered)
+                    let recovery = warren_store::Recovery::open(kv).map_err(|e| e.to_string())?;
+                    warren_broker::Broker::with_store(config, recovery)
                 })
                 .await
                 .map_err(|e| std::io::Error::other(e.to_string()))?

@@ -34,14 +34,14 @@ impl DeathReason {
 }
 
 impl Queue {
-    /// Republish dead messages to the dead-letter exchange, or drop them if the
-    /// queue has none (or it does not exist, as in RabbitMQ). Call without the lock.
-    pub(super) fn dead_letter(self: &Arc<Self>, dead: Dead) {
+    /// Messages that left the queue for good without a consumer's ack: forget
+    /// them in the store and republish them to the dead-letter exchange, if the
+    /// queue has one (and it exists, as in RabbitMQ). Call without the lock.
+    pub(super) fn dispose(self: &Arc<Self>, mut dead: Dead) {
         if dead.is_empty() {
             return;
         }
-        // Whatever happens next, these messages have left this queue for good.
-        self.settle(dead.iter().map(|(m, _)| m));
+        self.settle(dead.iter().map(|(m, _)| (m.seq, m.persisted)));
         let Some(dlx) = self.args.dead_letter_exchange.as_deref() else {
             return;
         };
@@ -51,8 +51,12 @@ impl Queue {
         let Some(exchange) = vhost.exchange(dlx) else {
             return;
         };
+        self.load_dead(&mut dead);
         let routing_key = self.args.dead_letter_routing_key.as_deref();
-        for (queued, reason) in dead {
+        for (ready, reason) in dead {
+            let Ok(queued) = ready.into_queued() else {
+                continue;
+            };
             let Some(message) =
                 dead_lettered(&queued.message, &self.name, reason, dlx, routing_key)
             else {

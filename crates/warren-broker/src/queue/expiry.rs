@@ -59,7 +59,7 @@ impl Queue {
             };
             (next, expire_queue)
         };
-        self.dead_letter(dead);
+        self.dispose(dead);
         if expire_queue {
             tracing::debug!(queue = %self.name, "queue expired (x-expires)");
             if let Some(vhost) = self.vhost_ref.upgrade() {

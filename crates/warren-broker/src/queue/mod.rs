@@ -11,13 +11,16 @@
 //! is taken. Time-based work (message TTL, queue expiry) runs in a small
 //! per-queue timer task started only for queues that need one (`expiry.rs`).
 //!
-//! The ready list is the seam where a store will sit: it is only touched through
-//! the methods below.
+//! Durable queues write persistent messages to the store (`warren-store`) and
+//! keep only the first few megabytes of them in memory; the rest wait on disk
+//! and are read back ahead of the consumers (`paging.rs`), so memory does not
+//! grow with the backlog.
 
 pub mod args;
 mod credit;
 mod dead_letter;
 mod expiry;
+mod paging;
 
 use std::collections::VecDeque;
 use std::sync::{Arc, OnceLock, Weak};
@@ -38,7 +41,8 @@ pub use args::QueueArgs;
 pub use credit::Credit;
 pub use dead_letter::DeathReason;
 
-/// A message in a queue, with its position (for requeue in the original place).
+/// A message that left the ready list: in flight to a consumer, unacked, or
+/// handed back. Always has its body.
 #[derive(Debug, Clone)]
 pub struct QueuedMessage {
     pub seq: u64,
@@ -49,6 +53,62 @@ pub struct QueuedMessage {
     /// Written to the store (persistent message in a durable queue): it must be
     /// deleted there when it leaves the queue for good.
     pub persisted: bool,
+}
+
+/// Where a ready message's body is.
+#[derive(Debug)]
+enum Slot {
+    Loaded(Arc<Message>),
+    /// Only on disk; read back when it nears the head.
+    OnDisk,
+    /// A read from the store is under way.
+    Loading,
+}
+
+/// A message in the ready list.
+#[derive(Debug)]
+struct Ready {
+    seq: u64,
+    slot: Slot,
+    redelivered: bool,
+    expires_at: Option<Instant>,
+    persisted: bool,
+    /// Effective priority in this queue (0 unless it is a priority queue).
+    priority: u8,
+    /// Body length.
+    size: u32,
+}
+
+impl Ready {
+    fn loaded(m: QueuedMessage, priority: u8) -> Ready {
+        Ready {
+            seq: m.seq,
+            size: m.message.body.len() as u32,
+            slot: Slot::Loaded(m.message),
+            redelivered: m.redelivered,
+            expires_at: m.expires_at,
+            persisted: m.persisted,
+            priority,
+        }
+    }
+
+    /// The message with its body, if it is in memory.
+    fn into_queued(self) -> Result<QueuedMessage, Ready> {
+        match self.slot {
+            Slot::Loaded(message) => Ok(QueuedMessage {
+                seq: self.seq,
+                message,
+                redelivered: self.redelivered,
+                expires_at: self.expires_at,
+                persisted: self.persisted,
+            }),
+            _ => Err(self),
+        }
+    }
+
+    fn is_loaded(&self) -> bool {
+        matches!(self.slot, Slot::Loaded(_))
+    }
 }
 
 /// A consumer as the queue sees it.
@@ -99,13 +159,19 @@ impl Consumer {
 }
 
 /// Messages that died while the queue lock was held, dead-lettered after it is released.
-type Dead = Vec<(QueuedMessage, DeathReason)>;
+type Dead = Vec<(Ready, DeathReason)>;
 
 #[derive(Debug)]
 struct QueueState {
-    ready: VecDeque<QueuedMessage>,
+    ready: VecDeque<Ready>,
     /// Body bytes of the ready messages (for `x-max-length-bytes`).
     ready_bytes: u64,
+    /// Body bytes of the ready messages held in memory.
+    loaded_bytes: u64,
+    /// Ready messages whose body is on disk (or being read).
+    unloaded: usize,
+    /// A page-in read is under way.
+    loading: bool,
     next_seq: u64,
     consumers: VecDeque<Consumer>,
     /// Whether consumers have different priorities (otherwise plain round-robin).
@@ -127,6 +193,9 @@ impl QueueState {
         QueueState {
             ready: VecDeque::new(),
             ready_bytes: 0,
+            loaded_bytes: 0,
+            unloaded: 0,
+            loading: false,
             next_seq: 0,
             consumers: VecDeque::new(),
             mixed_priorities: false,
@@ -139,11 +208,10 @@ impl QueueState {
         }
     }
 
-    /// A message's priority in this queue (0 unless it is a priority queue;
-    /// capped at the queue's maximum, as in RabbitMQ).
-    fn priority_of(&self, m: &QueuedMessage) -> u8 {
+    /// A message's priority in this queue (capped at the maximum, as in RabbitMQ).
+    fn priority_of(&self, message: &Message) -> u8 {
         match self.max_priority {
-            Some(max) => m.message.header.priority.unwrap_or(0).min(max),
+            Some(max) => message.header.priority.unwrap_or(0).min(max),
             None => 0,
         }
     }
@@ -153,31 +221,57 @@ impl QueueState {
         self.mixed_priorities = self.consumers.iter().any(|c| Some(c.priority) != first);
     }
 
-    fn push_back(&mut self, m: QueuedMessage) {
-        if self.max_priority.is_some() {
-            return self.insert_in_order(m);
+    fn count_in(&mut self, r: &Ready) {
+        self.ready_bytes += r.size as u64;
+        if r.is_loaded() {
+            self.loaded_bytes += r.size as u64;
+        } else {
+            self.unloaded += 1;
         }
-        self.ready_bytes += m.message.body.len() as u64;
-        self.ready.push_back(m);
     }
 
-    fn pop_front(&mut self) -> Option<QueuedMessage> {
-        let m = self.ready.pop_front()?;
-        self.ready_bytes -= m.message.body.len() as u64;
-        Some(m)
+    fn count_out(&mut self, r: &Ready) {
+        self.ready_bytes -= r.size as u64;
+        if r.is_loaded() {
+            self.loaded_bytes -= r.size as u64;
+        } else {
+            self.unloaded -= 1;
+        }
     }
 
-    fn insert_in_order(&mut self, m: QueuedMessage) {
-        self.ready_bytes += m.message.body.len() as u64;
-        // Order: higher priority first, then by arrival.
-        let key = (std::cmp::Reverse(self.priority_of(&m)), m.seq);
-        let at = match self
-            .ready
-            .binary_search_by(|r| (std::cmp::Reverse(self.priority_of(r)), r.seq).cmp(&key))
-        {
+    fn push_back(&mut self, r: Ready) {
+        if self.max_priority.is_some() {
+            return self.insert_in_order(r);
+        }
+        self.count_in(&r);
+        self.ready.push_back(r);
+    }
+
+    fn pop_front(&mut self) -> Option<Ready> {
+        let r = self.ready.pop_front()?;
+        self.count_out(&r);
+        Some(r)
+    }
+
+    fn remove(&mut self, i: usize) -> Option<Ready> {
+        let r = self.ready.remove(i)?;
+        self.count_out(&r);
+        Some(r)
+    }
+
+    /// Where a message belongs: higher priority first, then by arrival.
+    fn position_of(&self, priority: u8, seq: u64) -> Result<usize, usize> {
+        let key = (std::cmp::Reverse(priority), seq);
+        self.ready
+            .binary_search_by(|r| (std::cmp::Reverse(r.priority), r.seq).cmp(&key))
+    }
+
+    fn insert_in_order(&mut self, r: Ready) {
+        self.count_in(&r);
+        let at = match self.position_of(r.priority, r.seq) {
             Ok(i) | Err(i) => i,
         };
-        self.ready.insert(at, m);
+        self.ready.insert(at, r);
     }
 
     /// Drop expired messages from the head (RabbitMQ expires only at the head).
@@ -245,6 +339,8 @@ pub struct Queue {
     timer: Notify,
     /// The store and this queue's id in it (durable queues of a broker with a store).
     store: OnceLock<(Arc<Store>, u64)>,
+    /// The id this queue had in the store, while the broker is being recovered.
+    recovered_id: OnceLock<u64>,
     state: Mutex<QueueState>,
 }
 
@@ -291,6 +387,7 @@ impl Queue {
             vhost_ref,
             timer: Notify::new(),
             store: OnceLock::new(),
+            recovered_id: OnceLock::new(),
             state: Mutex::new(QueueState::new(max_priority)),
         }
     }
@@ -298,6 +395,14 @@ impl Queue {
     /// Make this queue durable in `store` under `id`.
     pub fn attach_store(&self, store: Arc<Store>, id: u64) {
         let _ = self.store.set((store, id));
+    }
+
+    pub(crate) fn set_recovered_id(&self, id: u64) {
+        let _ = self.recovered_id.set(id);
+    }
+
+    pub(crate) fn recovered_id(&self) -> Option<u64> {
+        self.recovered_id.get().copied()
     }
 
     /// The queue's id in the store, if it is stored.
@@ -311,13 +416,12 @@ impl Queue {
     }
 
     /// Forget messages that left the queue for good (acked, dropped, dead-lettered).
-    fn settle<'a>(&self, messages: impl IntoIterator<Item = &'a QueuedMessage>) {
+    fn settle(&self, messages: impl IntoIterator<Item = (u64, bool)>) {
         if let Some((store, id)) = self.store.get() {
-            for m in messages.into_iter().filter(|m| m.persisted) {
-                store.submit(Op::DelMessage {
-                    queue: *id,
-                    seq: m.seq,
-                });
+            for (seq, persisted) in messages {
+                if persisted {
+                    store.submit(Op::DelMessage { queue: *id, seq });
+                }
             }
         }
     }
@@ -333,21 +437,6 @@ impl Queue {
                 });
             }
         }
-    }
-
-    /// Restore a message read back from the store at start-up.
-    pub fn restore(&self, seq: u64, message: Arc<Message>, redelivered: bool) {
-        let mut st = self.state.lock();
-        let expires_at = self.expiry_of(&message, Instant::now());
-        st.next_seq = st.next_seq.max(seq + 1);
-        st.delivered_mark = st.delivered_mark.max(if redelivered { seq + 1 } else { 0 });
-        st.push_back(QueuedMessage {
-            seq,
-            message,
-            redelivered,
-            expires_at,
-            persisted: true,
-        });
     }
 
     /// Start the timer task if this queue has time-based work (TTL, expiry).
@@ -402,17 +491,26 @@ impl Queue {
                     });
                 }
             }
-            st.push_back(QueuedMessage {
+            let priority = st.priority_of(&message);
+            let size = message.body.len() as u32;
+            let slot = if persisted && self.should_page(&st, size) {
+                Slot::OnDisk
+            } else {
+                Slot::Loaded(message)
+            };
+            st.push_back(Ready {
                 seq,
-                message,
+                slot,
                 redelivered: false,
                 expires_at,
                 persisted,
+                priority,
+                size,
             });
             self.dispatch(&mut st, &mut dead);
             self.enforce_limits(&mut st, seq, &mut dead)
         };
-        self.dead_letter(dead);
+        self.dispose(dead);
         outcome
     }
 
@@ -441,19 +539,18 @@ impl Queue {
                 Enqueued::Accepted
             }
             Overflow::RejectPublish | Overflow::RejectPublishDlx => {
-                if let Some(i) = st.ready.iter().rposition(|m| m.seq == seq) {
-                    let m = st.ready.remove(i);
-                    if let Some(m) = m {
-                        st.ready_bytes -= m.message.body.len() as u64;
-                        if self.args.overflow == Overflow::RejectPublishDlx {
-                            dead.push((m, DeathReason::MaxLen));
-                        } else {
-                            self.settle([&m]);
+                match st.ready.iter().rposition(|m| m.seq == seq) {
+                    Some(i) => {
+                        if let Some(m) = st.remove(i) {
+                            if self.args.overflow == Overflow::RejectPublishDlx {
+                                dead.push((m, DeathReason::MaxLen));
+                            } else {
+                                self.settle([(m.seq, m.persisted)]);
+                            }
                         }
+                        Enqueued::Rejected
                     }
-                    Enqueued::Rejected
-                } else {
-                    Enqueued::Accepted
+                    None => Enqueued::Accepted,
                 }
             }
         }
@@ -469,12 +566,13 @@ impl Queue {
             }
             for mut m in messages {
                 m.redelivered = true;
-                st.insert_in_order(m);
+                let p = st.priority_of(&m.message);
+                st.insert_in_order(Ready::loaded(m, p));
             }
             self.timer.notify_one();
             self.dispatch(&mut st, &mut dead);
         }
-        self.dead_letter(dead);
+        self.dispose(dead);
     }
 
     /// Put back a message that never reached its consumer (the channel went away
@@ -486,45 +584,58 @@ impl Queue {
             if st.deleted {
                 return;
             }
-            st.insert_in_order(m);
+            let p = st.priority_of(&m.message);
+            st.insert_in_order(Ready::loaded(m, p));
             self.dispatch(&mut st, &mut dead);
         }
-        self.dead_letter(dead);
+        self.dispose(dead);
     }
 
     /// Messages acknowledged by a consumer.
     pub fn ack(&self, messages: &[QueuedMessage]) {
-        self.settle(messages);
+        self.settle(messages.iter().map(|m| (m.seq, m.persisted)));
     }
 
     /// Messages rejected or nacked without requeue: dead-letter them (or drop them).
     pub fn reject(self: &Arc<Self>, messages: Vec<QueuedMessage>) {
         let dead = messages
             .into_iter()
-            .map(|m| (m, DeathReason::Rejected))
+            .map(|m| {
+                let p = m.message.header.priority.unwrap_or(0);
+                (Ready::loaded(m, p), DeathReason::Rejected)
+            })
             .collect();
-        self.dead_letter(dead);
+        self.dispose(dead);
     }
 
     /// `basic.get`: the head message and how many remain. With `no_ack` the
     /// message leaves the queue for good.
     pub fn get(self: &Arc<Self>, no_ack: bool) -> Option<(QueuedMessage, u32)> {
         let mut dead = Dead::new();
-        let got = {
+        let got = loop {
             let mut st = self.state.lock();
             st.last_used = Instant::now();
             st.expire_head(Instant::now(), &mut dead);
-            let got = st.pop_front().map(|m| (m, st.ready.len() as u32));
-            if let Some((m, _)) = &got {
-                if no_ack {
-                    self.settle([m]);
-                } else if m.persisted {
-                    self.mark_delivered(&mut st, m.seq);
-                }
+            let head = st.ready.front()?;
+            if !head.is_loaded() {
+                // The head is on disk: read it now (rare: page-in normally runs ahead).
+                let seq = head.seq;
+                drop(st);
+                self.load_now(seq);
+                continue;
             }
-            got
+            let Some(Ok(m)) = st.pop_front().map(Ready::into_queued) else {
+                continue;
+            };
+            if no_ack {
+                self.settle([(m.seq, m.persisted)]);
+            } else if m.persisted {
+                self.mark_delivered(&mut st, m.seq);
+            }
+            self.maybe_page_in(&mut st);
+            break Some((m, st.ready.len() as u32));
         };
-        self.dead_letter(dead);
+        self.dispose(dead);
         got
     }
 
@@ -541,7 +652,7 @@ impl Queue {
             let mut st = self.state.lock();
             self.dispatch(&mut st, &mut dead);
         }
-        self.dead_letter(dead);
+        self.dispose(dead);
     }
 
     pub fn add_consumer(self: &Arc<Self>, consumer: Consumer) -> Result<(), AmqpError> {
@@ -567,7 +678,7 @@ impl Queue {
             st.update_priorities();
             self.dispatch(&mut st, &mut dead);
         }
-        self.dead_letter(dead);
+        self.dispose(dead);
         Ok(())
     }
 
@@ -590,10 +701,12 @@ impl Queue {
 
     pub fn purge(&self) -> u32 {
         let mut st = self.state.lock();
-        self.settle(st.ready.iter());
+        self.settle(st.ready.iter().map(|m| (m.seq, m.persisted)));
         let n = st.ready.len() as u32;
         st.ready.clear();
         st.ready_bytes = 0;
+        st.loaded_bytes = 0;
+        st.unloaded = 0;
         n
     }
 
@@ -613,7 +726,7 @@ impl Queue {
             st.expire_head(Instant::now(), &mut dead);
             (st.ready.len() as u32, st.consumers.len() as u32)
         };
-        self.dead_letter(dead);
+        self.dispose(dead);
         counts
     }
 
@@ -628,6 +741,8 @@ impl Queue {
         let n = st.ready.len() as u32;
         st.ready.clear();
         st.ready_bytes = 0;
+        st.loaded_bytes = 0;
+        st.unloaded = 0;
         for c in st.consumers.drain(..) {
             c.conn.notify(ConnEvent::ConsumerCancelled {
                 channel: c.channel,
@@ -641,28 +756,34 @@ impl Queue {
     /// Hand ready messages to consumers that have room, round-robin.
     fn dispatch(self: &Arc<Self>, st: &mut QueueState, dead: &mut Dead) {
         let now = Instant::now();
+        let single_active = self.args.single_active_consumer;
         while !st.ready.is_empty() && !st.consumers.is_empty() {
             st.expire_head(now, dead);
-            if st.ready.is_empty() {
-                break;
+            match st.ready.front() {
+                None => break,
+                // The head's body is still on disk: wait for the page-in.
+                Some(head) if !head.is_loaded() => break,
+                Some(_) => {}
             }
-            let single_active = self.args.single_active_consumer;
             let Some(consumer) = st.choose_consumer(single_active) else {
                 break;
             };
-            let Some(message) = st.pop_front() else {
-                consumer.unreserve();
-                st.consumers.push_front(consumer);
-                break;
+            let message = match st.pop_front().map(Ready::into_queued) {
+                Some(Ok(m)) => m,
+                Some(Err(r)) => {
+                    st.insert_in_order(r);
+                    consumer.unreserve();
+                    st.consumers.push_front(consumer);
+                    break;
+                }
+                None => {
+                    consumer.unreserve();
+                    st.consumers.push_front(consumer);
+                    break;
+                }
             };
             let size = message.message.wire_size();
-            if message.persisted {
-                if consumer.no_ack {
-                    self.settle([&message]);
-                } else {
-                    self.mark_delivered(st, message.seq);
-                }
-            }
+            let (seq, persisted) = (message.seq, message.persisted);
             let ev = ConnEvent::Deliver {
                 channel: consumer.channel,
                 consumer_tag: consumer.tag.clone(),
@@ -671,11 +792,25 @@ impl Queue {
                 message,
             };
             match consumer.conn.deliver(ev, size) {
-                Ok(()) if single_active => st.consumers.push_front(consumer),
-                Ok(()) => st.consumers.push_back(consumer),
+                Ok(()) => {
+                    if persisted {
+                        if consumer.no_ack {
+                            // Delivered without ack: it has left the queue for good.
+                            self.settle([(seq, true)]);
+                        } else {
+                            self.mark_delivered(st, seq);
+                        }
+                    }
+                    if single_active {
+                        st.consumers.push_front(consumer);
+                    } else {
+                        st.consumers.push_back(consumer);
+                    }
+                }
                 Err(ConnEvent::Deliver { message, .. }) => {
                     // The connection is gone; its cleanup will remove the consumer.
-                    st.insert_in_order(message);
+                    let p = st.priority_of(&message.message);
+                    st.insert_in_order(Ready::loaded(message, p));
                     consumer.unreserve();
                     st.consumers.push_back(consumer);
                     break;
@@ -683,6 +818,7 @@ impl Queue {
                 Err(_) => break,
             }
         }
+        self.maybe_page_in(st);
     }
 }
 
