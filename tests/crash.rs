@@ -223,7 +223,7 @@ async fn iteration(engine: &str, dir: &std::path::Path, i: usize) {
             while let Some(Ok(d)) = consumer.next().await {
                 let Some(id) = id_of(&d.data) else { continue };
                 k += 1;
-                if k % 2 == 0 {
+                if k.is_multiple_of(2) {
                     ledger.lock().unwrap().delivered_unacked.insert(id.clone());
                     if d.ack(BasicAckOptions::default()).await.is_err() {
                         return;
