@@ -395,7 +395,7 @@ async fn tx_rollback_makes_acked_messages_ackable_again() {
 // even inside a transaction (rabbit_channel handle_method basic.ack), so a
 // second ack of the same tag before commit is an unknown delivery tag.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "warren bug: a tag acked inside a transaction stays ackable until commit; the second ack is accepted"]
+
 async fn tx_double_ack_before_commit_is_406() {
     let broker = start_broker().await;
     let (conn, ch) = connect_channel(&broker).await;

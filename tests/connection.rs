@@ -334,7 +334,7 @@ async fn tune_ok_frame_max_above_server_limit_is_refused() {
 // RabbitMQ (rabbit_reader:get_client_value_detail/2) adds " (no limit)" only
 // for channel_max = 0; frame_max = 0 is reported as a plain 0.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "warren bug: frame_max = 0 is reported as '0 (no limit)'; RabbitMQ adds ' (no limit)' only for channel_max"]
+
 async fn tune_ok_frame_max_zero_is_refused() {
     tune_ok_refused(
         Tuning {

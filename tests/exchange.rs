@@ -799,7 +799,7 @@ async fn headers_binding_with_invalid_x_match_is_406() {
 // non-passive exchange.declare (rabbit_exchange:check_type/1), so an unknown
 // type wins over the reserved-name and default-exchange checks.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "warren bug: checks the amq.* prefix (403, channel error) before the exchange type (503, connection error)"]
+
 async fn unknown_type_is_checked_before_the_reserved_prefix() {
     let broker = start_broker().await;
     let (conn, ch) = connect_channel(&broker).await;
@@ -824,7 +824,7 @@ async fn unknown_type_is_checked_before_the_reserved_prefix() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "warren bug: checks the default exchange (403, channel error) before the exchange type (503, connection error)"]
+
 async fn unknown_type_is_checked_before_the_default_exchange() {
     let broker = start_broker().await;
     let (conn, ch) = connect_channel(&broker).await;
@@ -876,7 +876,7 @@ async fn unknown_type_on_redeclare_of_existing_exchange_is_503() {
 // RabbitMQ strips CR and LF from exchange names in exchange.declare/delete,
 // as it does for queue names.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "warren bug: CR/LF are not stripped from exchange names (they are for queue names)"]
+
 async fn exchange_names_are_stripped_of_cr_lf() {
     let broker = start_broker().await;
     let (conn, ch) = connect_channel(&broker).await;
@@ -885,7 +885,7 @@ async fn exchange_names_are_stripped_of_cr_lf() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "warren bug: a non-string alternate-exchange argument is accepted (and ignored) instead of 406"]
+
 async fn alternate_exchange_argument_must_be_a_string() {
     let broker = start_broker().await;
     let (conn, _ch) = connect_channel(&broker).await;

@@ -1238,7 +1238,7 @@ async fn queue_names_with_cr_lf_are_stripped() {
 // queue.bind/unbind/purge/delete (rabbit_channel:expand_shortcuts), not for
 // queue.declare: a passive declare of "" looks up a queue named "".
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "warren bug: passive queue.declare of '' resolves to the channel's last declared queue instead of 404 for queue ''"]
+
 async fn passive_declare_with_empty_name_is_404() {
     let broker = start_broker().await;
     let (conn, ch) = connect_channel(&broker).await;
@@ -1261,7 +1261,7 @@ async fn passive_declare_with_empty_name_is_404() {
 // (rabbit_channel: check_name/2 runs first in a non-passive queue.declare), so
 // a server-named queue cannot be redeclared by name; passive declares work.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "warren bug: a non-passive redeclare of an existing amq.gen-* queue succeeds instead of 403 reserved prefix"]
+
 async fn redeclaring_a_server_named_queue_by_name_is_403() {
     let broker = start_broker().await;
     let (conn, ch) = connect_channel(&broker).await;

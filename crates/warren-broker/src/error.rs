@@ -13,6 +13,8 @@ pub struct AmqpError {
     pub text: String,
     pub class_id: u16,
     pub method_id: u16,
+    /// The method ids are settled (possibly as "no method", 0,0) and `during` keeps them.
+    method_fixed: bool,
 }
 
 impl AmqpError {
@@ -22,14 +24,33 @@ impl AmqpError {
             text: format!("{} - {}", code.name(), detail),
             class_id: 0,
             method_id: 0,
+            method_fixed: false,
         }
+    }
+
+    /// An error with a reply code and a text already formatted (e.g. from an operator).
+    pub fn raw(code: ReplyCode, text: String) -> Self {
+        AmqpError {
+            code,
+            text,
+            class_id: 0,
+            method_id: 0,
+            method_fixed: true,
+        }
+    }
+
+    /// Report no method (0,0) in the close frame, as RabbitMQ does for some errors.
+    pub fn no_method(mut self) -> Self {
+        self.method_fixed = true;
+        self
     }
 
     /// Record which method caused the error (sent back in the close frame).
     pub fn during(mut self, (class_id, method_id): (u16, u16)) -> Self {
-        if self.class_id == 0 && self.method_id == 0 {
+        if !self.method_fixed {
             self.class_id = class_id;
             self.method_id = method_id;
+            self.method_fixed = true;
         }
         self
     }

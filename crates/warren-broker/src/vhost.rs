@@ -142,6 +142,15 @@ impl VHost {
                 d.name
             )));
         }
+        if let Some(v) = d.arguments.inner().get("alternate-exchange") {
+            if !matches!(v, amq_protocol::types::AMQPValue::LongString(_)) {
+                return Err(AmqpError::precondition_failed(format!(
+                    "invalid type '{}' for arg 'alternate-exchange' in {}",
+                    args::type_name(v),
+                    self.exchange_res(&d.name)
+                )));
+            }
+        }
         let kind = ExchangeKind::parse(&d.kind).ok_or_else(|| {
             AmqpError::command_invalid(format!("invalid exchange type '{}'", d.kind))
         })?;
@@ -260,6 +269,14 @@ impl VHost {
         conn: ConnectionId,
     ) -> AmqpResult<(Arc<Queue>, u32, u32)> {
         let _t = self.topology.lock();
+        // The reserved prefix is checked before the lookup: redeclaring even an
+        // existing amq.gen-* queue by name is refused, as in RabbitMQ.
+        if !d.passive && d.name.starts_with("amq.") && !d.server_named {
+            return Err(AmqpError::access_refused(format!(
+                "queue name '{}' contains reserved prefix 'amq.*'",
+                d.name
+            )));
+        }
         if let Some(q) = self.queue(&d.name) {
             self.check_exclusive(&q, conn)?;
             if !d.passive {

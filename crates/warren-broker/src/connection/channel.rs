@@ -104,7 +104,8 @@ pub(super) struct Tx {
     /// A committed persistent message went to a durable queue: commit-ok waits for the disk.
     pub needs_sync: bool,
     pub publishes: Vec<(Arc<Message>, bool)>,
-    pub acks: Vec<Method>,
+    /// Acks/nacks/rejects and the deliveries they took from the unacked set.
+    pub acks: Vec<(Method, Vec<(u64, Unacked)>)>,
 }
 
 #[derive(Debug)]
@@ -181,10 +182,11 @@ impl Connection {
                 }
                 return Ok(());
             }
-            if !matches!(c.content, Content::Idle) {
-                return Err(AmqpError::unexpected_frame(
-                    "expected content header for class 60, got non content header frame instead",
-                ));
+            // A method where content was due: RabbitMQ blames basic.publish.
+            match c.content {
+                Content::Idle => {}
+                Content::Header(_) => return Err(expected_header().during((60, 40))),
+                Content::Body { .. } => return Err(expected_body().during((60, 40))),
             }
         }
         let method = match method {
@@ -243,11 +245,13 @@ impl Connection {
         if self.channels.contains_key(&id) {
             return Err(AmqpError::channel_error("second 'channel.open' seen"));
         }
-        if self.channel_max != 0 && id > self.channel_max {
+        let open = self.channels.len();
+        if self.channel_max != 0 && open >= self.channel_max as usize {
             return Err(AmqpError::not_allowed(format!(
-                "channel number {id} is above the negotiated channel_max ({})",
+                "number of channels opened ({open}) has reached the negotiated channel_max ({})",
                 self.channel_max
-            )));
+            ))
+            .no_method());
         }
         self.next_epoch += 1;
         self.channels.insert(id, Channel::new(id, self.next_epoch));
@@ -312,7 +316,13 @@ impl Connection {
                 consumer.queue.remove_consumer(conn_id, c.id, &tag),
             );
         }
-        let unacked = std::mem::take(&mut c.unacked);
+        let mut unacked = std::mem::take(&mut c.unacked);
+        // Acks held by an uncommitted transaction never happened: requeue those too.
+        if let Some(tx) = c.tx.take() {
+            for (_, taken) in tx.acks {
+                unacked.extend(taken);
+            }
+        }
         requeue_all(unacked.into_values());
     }
 
@@ -383,4 +393,19 @@ pub(super) fn requeue_all(items: impl IntoIterator<Item = Unacked>) {
     for (q, msgs) in by_queue {
         q.requeue(msgs);
     }
+}
+
+/// RabbitMQ's texts for content frames out of sequence (505 UNEXPECTED_FRAME).
+pub(super) fn expected_method() -> AmqpError {
+    AmqpError::unexpected_frame("expected method frame, got non method frame instead").no_method()
+}
+
+pub(super) fn expected_header() -> AmqpError {
+    AmqpError::unexpected_frame(
+        "expected content header for class 60, got non content header frame instead",
+    )
+}
+
+pub(super) fn expected_body() -> AmqpError {
+    AmqpError::unexpected_frame("expected content body, got non content body frame instead")
 }

@@ -174,72 +174,69 @@ impl Connection {
         Ok(())
     }
 
-    /// basic.ack / nack / reject (held back in a transaction until commit).
+    /// basic.ack / nack / reject. The tags are settled at once (a second ack of
+    /// the same tag is an error even inside a transaction, as in RabbitMQ); in a
+    /// transaction the effect on the queues waits for tx.commit.
     pub(super) fn on_ack(&mut self, id: u16, m: Method) -> AmqpResult<()> {
-        let chan = self.channel_mut(id)?;
-        if let Some(tx) = chan.tx.as_mut() {
-            let (tag, multiple) = match m {
-                Method::Ack {
-                    delivery_tag,
-                    multiple,
-                }
-                | Method::Nack {
-                    delivery_tag,
-                    multiple,
-                    ..
-                } => (delivery_tag, multiple),
-                Method::Reject { delivery_tag, .. } => (delivery_tag, false),
-                _ => return Ok(()),
-            };
-            if !(chan.unacked.contains_key(&tag) || multiple && tag == 0) {
-                return Err(AmqpError::precondition_failed(format!(
-                    "unknown delivery tag {tag}"
-                )));
-            }
-            tx.acks.push(m);
+        let taken = self.take_unacked(id, &m)?;
+        if let Some(tx) = self.channel_mut(id)?.tx.as_mut() {
+            tx.acks.push((m, taken));
             return Ok(());
         }
-        self.apply_ack(id, m)
+        self.settle_taken(id, &m, taken.into_iter().map(|(_, u)| u).collect())
     }
 
-    pub(super) fn apply_ack(&mut self, id: u16, m: Method) -> AmqpResult<()> {
-        let (tag, multiple, requeue) = match m {
+    /// Remove the deliveries an ack/nack/reject names from the unacked set.
+    fn take_unacked(&mut self, id: u16, m: &Method) -> AmqpResult<Vec<(u64, Unacked)>> {
+        let (tag, multiple) = match *m {
             Method::Ack {
                 delivery_tag,
                 multiple,
-            } => (delivery_tag, multiple, None),
-            Method::Nack {
+            }
+            | Method::Nack {
                 delivery_tag,
                 multiple,
-                requeue,
-            } => (delivery_tag, multiple, Some(requeue)),
-            Method::Reject {
-                delivery_tag,
-                requeue,
-            } => (delivery_tag, false, Some(requeue)),
-            _ => return Ok(()),
+                ..
+            } => (delivery_tag, multiple),
+            Method::Reject { delivery_tag, .. } => (delivery_tag, false),
+            _ => return Ok(Vec::new()),
         };
+        let unknown = || AmqpError::precondition_failed(format!("unknown delivery tag {tag}"));
         let chan = self.channel_mut(id)?;
-        let taken: Vec<Unacked> = if multiple {
+        if multiple {
             if tag != 0 && !chan.unacked.contains_key(&tag) {
-                return Err(AmqpError::precondition_failed(format!(
-                    "unknown delivery tag {tag}"
-                )));
+                return Err(unknown());
             }
             let upto = if tag == 0 { u64::MAX } else { tag };
             let rest = chan.unacked.split_off(&upto.saturating_add(1));
             let taken = std::mem::replace(&mut chan.unacked, rest);
-            taken.into_values().collect()
+            Ok(taken.into_iter().collect())
         } else {
-            match chan.unacked.remove(&tag) {
-                Some(u) => vec![u],
-                None => {
-                    return Err(AmqpError::precondition_failed(format!(
-                        "unknown delivery tag {tag}"
-                    )))
-                }
-            }
+            let u = chan.unacked.remove(&tag).ok_or_else(unknown)?;
+            Ok(vec![(tag, u)])
+        }
+    }
+
+    /// Put deliveries taken by a rolled-back transaction back in the unacked set.
+    pub(super) fn untake(&mut self, id: u16, taken: Vec<(u64, Unacked)>) -> AmqpResult<()> {
+        let chan = self.channel_mut(id)?;
+        chan.unacked.extend(taken);
+        Ok(())
+    }
+
+    /// Apply an ack/nack/reject to deliveries already taken from the unacked set.
+    pub(super) fn settle_taken(
+        &mut self,
+        id: u16,
+        m: &Method,
+        taken: Vec<Unacked>,
+    ) -> AmqpResult<()> {
+        let requeue = match *m {
+            Method::Ack { .. } => None,
+            Method::Nack { requeue, .. } | Method::Reject { requeue, .. } => Some(requeue),
+            _ => return Ok(()),
         };
+        let chan = self.channel_mut(id)?;
         let channel_credit = chan.channel_credit.clone();
         let consumer_deliveries = taken.iter().filter(|u| u.credit.is_some()).count() as u32;
         channel_credit.release(consumer_deliveries);

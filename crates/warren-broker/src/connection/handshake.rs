@@ -213,7 +213,8 @@ fn check_negotiated(what: &str, value: u32, server: u32, min: u32) -> Result<(),
         .during((10, 30)));
     }
     if server != 0 && (value == 0 || value > server) {
-        let shown = if value == 0 {
+        // RabbitMQ says "(no limit)" only for channel_max.
+        let shown = if value == 0 && what == "channel_max" {
             "0 (no limit)".to_string()
         } else {
             value.to_string()

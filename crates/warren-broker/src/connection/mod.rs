@@ -252,12 +252,12 @@ impl Connection {
             }
             Frame::Header { channel, payload } => {
                 if let Err(e) = self.handle_content_header(channel, payload) {
-                    self.fail(channel, e.during((60, 40)), now);
+                    self.fail(channel, e, now);
                 }
             }
             Frame::Body { channel, payload } => {
                 if let Err(e) = self.handle_content_body(channel, payload) {
-                    self.fail(channel, e.during((60, 40)), now);
+                    self.fail(channel, e, now);
                 }
             }
         }
@@ -402,12 +402,7 @@ impl Connection {
                 self.on_tx_committed(channel, epoch, ok)
             }
             ConnEvent::ForceClose { code, text } => {
-                let err = AmqpError {
-                    code: warren_codec::reply::ReplyCode(code),
-                    text,
-                    class_id: 0,
-                    method_id: 0,
-                };
+                let err = AmqpError::raw(warren_codec::reply::ReplyCode(code), text);
                 self.connection_error(err, now);
             }
         }

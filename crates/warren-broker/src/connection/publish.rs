@@ -9,7 +9,9 @@ use warren_codec::hot;
 use warren_codec::method::Publish;
 use warren_codec::ContentHeader;
 
-use super::channel::{BodyParts, Confirms, Content, Tx};
+use super::channel::{
+    expected_body, expected_header, expected_method, BodyParts, Confirms, Content, Tx,
+};
 use super::{ConnEvent, Connection};
 use crate::error::{AmqpError, AmqpResult};
 use crate::message::Message;
@@ -30,42 +32,55 @@ impl Connection {
         Ok(())
     }
 
+    /// A content header frame. Errors name basic.publish (60,40), except a
+    /// header with no publish before it, which RabbitMQ reports with no method.
     pub(super) fn handle_content_header(&mut self, id: u16, payload: Bytes) -> AmqpResult<()> {
+        self.content_header(id, payload)
+            .map_err(|(e, in_publish)| if in_publish { e.during((60, 40)) } else { e })
+    }
+
+    fn content_header(&mut self, id: u16, payload: Bytes) -> Result<(), (AmqpError, bool)> {
         let max = self.broker.config.max_message_size;
         let Some(chan) = self.channels.get_mut(&id) else {
-            return Err(AmqpError::channel_error("expected 'channel.open'"));
+            return Err((AmqpError::channel_error("expected 'channel.open'"), false));
         };
         if chan.closing {
             return Ok(());
         }
         let publish = match std::mem::take(&mut chan.content) {
             Content::Header(p) => p,
-            _ => {
-                return Err(AmqpError::unexpected_frame(
-                    "expected method frame, got non method frame instead",
-                ))
-            }
+            Content::Idle => return Err((expected_method(), false)),
+            Content::Body { .. } => return Err((expected_body(), true)),
         };
-        let header = ContentHeader::parse(payload).map_err(|e| match e {
-            ContentHeaderError::TooDeep => {
-                AmqpError::syntax_error("headers table nested too deeply")
-            }
-            ContentHeaderError::Malformed => AmqpError::syntax_error("malformed content header"),
+        let header = ContentHeader::parse(payload).map_err(|e| {
+            let e = match e {
+                ContentHeaderError::TooDeep => {
+                    AmqpError::syntax_error("headers table nested too deeply")
+                }
+                ContentHeaderError::Malformed => {
+                    AmqpError::syntax_error("malformed content header")
+                }
+            };
+            (e, true)
         })?;
         if header.class_id != 60 {
-            return Err(AmqpError::unexpected_frame(format!(
-                "content header for class {} does not match method class 60",
+            let e = AmqpError::unexpected_frame(format!(
+                "expected content header for class 60, got one for class {} instead",
                 header.class_id
-            )));
+            ));
+            return Err((e, true));
         }
         if header.body_size > max {
-            return Err(AmqpError::precondition_failed(format!(
+            let e = AmqpError::precondition_failed(format!(
                 "message size {} is larger than configured max size {max}",
                 header.body_size
-            )));
+            ));
+            return Err((e, true));
         }
         if header.body_size == 0 {
-            return self.complete_publish(id, publish, header, Bytes::new());
+            return self
+                .complete_publish(id, publish, header, Bytes::new())
+                .map_err(|e| (e, true));
         }
         chan.content = Content::Body {
             publish,
@@ -75,6 +90,7 @@ impl Connection {
         Ok(())
     }
 
+    /// A content body frame (errors as for the header).
     pub(super) fn handle_content_body(&mut self, id: u16, payload: Bytes) -> AmqpResult<()> {
         let Some(chan) = self.channels.get_mut(&id) else {
             return Err(AmqpError::channel_error("expected 'channel.open'"));
@@ -82,15 +98,16 @@ impl Connection {
         if chan.closing {
             return Ok(());
         }
-        let Content::Body { body, header, .. } = &mut chan.content else {
-            return Err(AmqpError::unexpected_frame(
-                "expected method frame, got non method frame instead",
-            ));
+        let (body, header) = match &mut chan.content {
+            Content::Body { body, header, .. } => (body, header),
+            Content::Idle => return Err(expected_method()),
+            Content::Header(_) => return Err(expected_header().during((60, 40))),
         };
         if (body.len() + payload.len()) as u64 > header.body_size {
             return Err(AmqpError::unexpected_frame(
                 "content body is larger than the size declared in its content header",
-            ));
+            )
+            .during((60, 40)));
         }
         body.push(payload);
         if (body.len() as u64) < header.body_size {
@@ -105,6 +122,7 @@ impl Connection {
             return Ok(());
         };
         self.complete_publish(id, publish, header, body.freeze())
+            .map_err(|e| e.during((60, 40)))
     }
 
     fn complete_publish(
@@ -328,9 +346,8 @@ impl Connection {
         for (message, mandatory) in work.publishes {
             self.route_and_enqueue(id, message, mandatory)?;
         }
-        for ack in work.acks {
-            // Tags already settled inside the transaction are skipped, not errors.
-            let _ = self.apply_ack(id, ack);
+        for (ack, taken) in work.acks {
+            self.settle_taken(id, &ack, taken.into_iter().map(|(_, u)| u).collect())?;
         }
         let chan = self.channel_mut(id)?;
         let epoch = chan.epoch;
@@ -362,7 +379,12 @@ impl Connection {
                 "channel is not transactional",
             ));
         };
+        let acks = std::mem::take(&mut tx.acks);
         *tx = Tx::default();
+        // Rolled-back acks leave their messages unacknowledged, as before them.
+        for (_, taken) in acks {
+            self.untake(id, taken)?;
+        }
         self.send_method(
             id,
             AMQPClass::Tx(tx::AMQPMethod::RollbackOk(tx::RollbackOk {})),
@@ -370,6 +392,9 @@ impl Connection {
         Ok(())
     }
 }
+
+/// The largest TTL RabbitMQ accepts (its timers' limit), in milliseconds.
+const MAX_EXPIRY_TIMER: i64 = 4_294_967_295;
 
 /// RabbitMQ's check of the `expiration` property: a non-negative integer of milliseconds.
 fn check_expiration(exp: &str) -> AmqpResult<()> {
@@ -383,6 +408,7 @@ fn check_expiration(exp: &str) -> AmqpResult<()> {
         Err(_) => "no_integer".to_string(),
         Ok(_) if !rest.is_empty() => format!("{{leftover_string,\"{rest}\"}}"),
         Ok(n) if n < 0 => format!("{{value_negative,{n}}}"),
+        Ok(n) if n > MAX_EXPIRY_TIMER => format!("{{value_too_big,{n}}}"),
         Ok(_) => return Ok(()),
     };
     Err(AmqpError::precondition_failed(format!(

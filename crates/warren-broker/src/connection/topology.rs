@@ -32,13 +32,21 @@ impl Connection {
 
     pub(super) fn on_exchange_declare(&mut self, id: u16, d: exchange::Declare) -> AmqpResult<()> {
         let vhost = self.vhost()?;
-        if d.exchange.as_str().is_empty() {
+        // RabbitMQ checks the type before the name (a 503 wins over a 403).
+        if !d.passive && warren_routing::ExchangeKind::parse(d.kind.as_str()).is_none() {
+            return Err(AmqpError::command_invalid(format!(
+                "invalid exchange type '{}'",
+                d.kind.as_str()
+            )));
+        }
+        let name = strip_cr_lf(d.exchange.as_str());
+        if name.is_empty() {
             return Err(AmqpError::access_refused(
                 "operation not permitted on the default exchange",
             ));
         }
         vhost.declare_exchange(&ExchangeDecl {
-            name: d.exchange.as_str().to_owned(),
+            name,
             kind: d.kind.as_str().to_owned(),
             passive: d.passive,
             durable: d.durable,
@@ -105,12 +113,10 @@ impl Connection {
         let vhost = self.vhost()?;
         let requested = strip_cr_lf(d.queue.as_str());
         let server_named = requested.is_empty() && !d.passive;
-        let name = if requested.is_empty() {
-            if d.passive {
-                self.resolve_queue_name(id, "")?
-            } else {
-                names::queue_name()
-            }
+        // A passive declare of '' looks for a queue named '' (and finds none):
+        // the "last declared queue" shortcut does not apply to declare.
+        let name = if server_named {
+            names::queue_name()
         } else {
             requested
         };

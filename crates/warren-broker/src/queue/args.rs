@@ -40,6 +40,9 @@ pub struct QueueArgs {
     pub single_active_consumer: bool,
 }
 
+/// The largest TTL RabbitMQ accepts (its timers' limit), in milliseconds.
+const MAX_EXPIRY_TIMER: i128 = 4_294_967_295;
+
 /// Keys compared when a queue is declared again (RabbitMQ's declare-args list).
 const EQUIVALENCE_KEYS: &[&str] = &[
     "x-expires",
@@ -138,6 +141,9 @@ impl QueueArgs {
                     if n < 0 {
                         return Err(invalid(format!("{{value_negative,{n}}}")));
                     }
+                    if n > MAX_EXPIRY_TIMER {
+                        return Err(invalid(format!("{{value_too_big,{n}}}")));
+                    }
                     a.message_ttl = Some(n as u64);
                 }
                 "x-expires" => {
@@ -147,6 +153,9 @@ impl QueueArgs {
                     }
                     if n < 0 {
                         return Err(invalid(format!("{{value_negative,{n}}}")));
+                    }
+                    if n > MAX_EXPIRY_TIMER {
+                        return Err(invalid(format!("{{value_too_big,{n}}}")));
                     }
                     a.expires = Some(n as u64);
                 }

@@ -158,6 +158,12 @@ impl Consumer {
     }
 }
 
+/// How far past the head a delivery mark reaches (so dispatch waits for the
+/// disk once per this many persisted messages). After a crash, up to this many
+/// messages that were never delivered may come back marked `redelivered`,
+/// which AMQP allows ("may have been delivered").
+const MARK_AHEAD: u64 = 1024;
+
 /// Messages that died while the queue lock was held, dead-lettered after it is released.
 type Dead = Vec<(Ready, DeathReason)>;
 
@@ -180,8 +186,11 @@ struct QueueState {
     deleted: bool,
     /// Last consume, get or redeclare (for `x-expires`).
     last_used: Instant,
-    /// Highest seq of a persisted message handed to a consumer (recorded in the store).
-    delivered_mark: u64,
+    /// Persisted messages with a seq below this are durably marked "may have
+    /// been delivered" in the store, so they may be handed to consumers.
+    mark_durable: u64,
+    /// A mark is on its way to the disk.
+    mark_pending: bool,
     /// Whether the timer task runs.
     timer_started: bool,
     /// `x-max-priority`: the ready list is ordered by priority, then arrival.
@@ -202,7 +211,8 @@ impl QueueState {
             had_consumer: false,
             deleted: false,
             last_used: Instant::now(),
-            delivered_mark: 0,
+            mark_durable: 0,
+            mark_pending: false,
             timer_started: false,
             max_priority,
         }
@@ -426,17 +436,64 @@ impl Queue {
         }
     }
 
-    /// Record that persisted messages up to `seq` may have reached a consumer.
-    fn mark_delivered(&self, st: &mut QueueState, seq: u64) {
-        if let Some((store, id)) = self.store.get() {
-            if seq >= st.delivered_mark {
-                st.delivered_mark = seq + 1;
-                store.submit(Op::Delivered {
-                    queue: *id,
-                    upto: seq,
-                });
-            }
+    /// Whether the head may go to a consumer now. A persisted message is
+    /// handed out only once the store durably says it may have been delivered,
+    /// so that after a crash it comes back with `redelivered` set. The mark runs
+    /// ahead of the head, so this waits for the disk once per [`MARK_AHEAD`]
+    /// messages, not per message. Returns false while a mark is being written.
+    fn delivery_marked(self: &Arc<Self>, st: &mut QueueState, seq: u64, persisted: bool) -> bool {
+        if !persisted || seq < st.mark_durable {
+            return true;
         }
+        if !st.mark_pending {
+            self.write_mark(st, seq, None);
+        }
+        false
+    }
+
+    /// Write a delivery mark covering `seq` and what follows; on the disk it
+    /// lets dispatch resume (or wakes `done`).
+    fn write_mark(
+        self: &Arc<Self>,
+        st: &mut QueueState,
+        seq: u64,
+        done: Option<std::sync::mpsc::Sender<()>>,
+    ) {
+        let Some((store, id)) = self.store.get() else {
+            st.mark_durable = u64::MAX;
+            return;
+        };
+        let upto = seq
+            .max(st.next_seq.saturating_sub(1))
+            .saturating_add(MARK_AHEAD);
+        st.mark_pending = true;
+        store.submit(Op::Delivered { queue: *id, upto });
+        let queue = Arc::downgrade(self);
+        store.barrier(move |_ok| {
+            if let Some(q) = queue.upgrade() {
+                let mut dead = Dead::new();
+                {
+                    let mut st = q.state.lock();
+                    st.mark_durable = st.mark_durable.max(upto.saturating_add(1));
+                    st.mark_pending = false;
+                    q.dispatch(&mut st, &mut dead);
+                }
+                q.dispose(dead);
+            }
+            if let Some(done) = done {
+                let _ = done.send(());
+            }
+        });
+    }
+
+    /// basic.get of an unmarked persisted head: write the mark and wait for it.
+    fn mark_now(self: &Arc<Self>, seq: u64) {
+        let (tx, rx) = std::sync::mpsc::channel();
+        {
+            let mut st = self.state.lock();
+            self.write_mark(&mut st, seq, Some(tx));
+        }
+        paging::block_on_store(|| rx.recv().ok());
     }
 
     /// Start the timer task if this queue has time-based work (TTL, expiry).
@@ -624,13 +681,17 @@ impl Queue {
                 self.load_now(seq);
                 continue;
             }
+            let (seq, persisted) = (head.seq, head.persisted);
+            if persisted && seq >= st.mark_durable {
+                drop(st);
+                self.mark_now(seq);
+                continue;
+            }
             let Some(Ok(m)) = st.pop_front().map(Ready::into_queued) else {
                 continue;
             };
             if no_ack {
                 self.settle([(m.seq, m.persisted)]);
-            } else if m.persisted {
-                self.mark_delivered(&mut st, m.seq);
             }
             self.maybe_page_in(&mut st);
             break Some((m, st.ready.len() as u32));
@@ -759,11 +820,14 @@ impl Queue {
         let single_active = self.args.single_active_consumer;
         while !st.ready.is_empty() && !st.consumers.is_empty() {
             st.expire_head(now, dead);
-            match st.ready.front() {
+            let (seq, persisted) = match st.ready.front() {
                 None => break,
                 // The head's body is still on disk: wait for the page-in.
                 Some(head) if !head.is_loaded() => break,
-                Some(_) => {}
+                Some(head) => (head.seq, head.persisted),
+            };
+            if !self.delivery_marked(st, seq, persisted) {
+                break;
             }
             let Some(consumer) = st.choose_consumer(single_active) else {
                 break;
@@ -783,7 +847,6 @@ impl Queue {
                 }
             };
             let size = message.message.wire_size();
-            let (seq, persisted) = (message.seq, message.persisted);
             let ev = ConnEvent::Deliver {
                 channel: consumer.channel,
                 consumer_tag: consumer.tag.clone(),
@@ -793,13 +856,9 @@ impl Queue {
             };
             match consumer.conn.deliver(ev, size) {
                 Ok(()) => {
-                    if persisted {
-                        if consumer.no_ack {
-                            // Delivered without ack: it has left the queue for good.
-                            self.settle([(seq, true)]);
-                        } else {
-                            self.mark_delivered(st, seq);
-                        }
+                    if persisted && consumer.no_ack {
+                        // Delivered without ack: it has left the queue for good.
+                        self.settle([(seq, true)]);
                     }
                     if single_active {
                         st.consumers.push_front(consumer);

@@ -157,7 +157,7 @@ impl Queue {
         let expires_at = self.expiry_of(&message, Instant::now());
         st.next_seq = st.next_seq.max(seq + 1);
         if redelivered {
-            st.delivered_mark = st.delivered_mark.max(seq + 1);
+            st.mark_durable = st.mark_durable.max(seq + 1);
         }
         let priority = st.priority_of(&message);
         let size = message.body.len() as u32;
@@ -192,7 +192,7 @@ fn message_from_record(r: MessageRecord) -> Result<Message, ()> {
 
 /// Wait for the storage thread without stalling the other tasks of this tokio
 /// worker (they move to another worker meanwhile).
-fn block_on_store<T>(f: impl FnOnce() -> T) -> T {
+pub(super) fn block_on_store<T>(f: impl FnOnce() -> T) -> T {
     match tokio::runtime::Handle::try_current() {
         Ok(h) if h.runtime_flavor() == tokio::runtime::RuntimeFlavor::MultiThread => {
             tokio::task::block_in_place(f)
