@@ -21,6 +21,36 @@ use crate::persist::{MetaRecord, Persistence};
 use crate::queue::args::{self, QueueType};
 use crate::queue::{Queue, QueueArgs};
 
+thread_local! {
+    /// Scratch space for routing, reused by every publish on this thread.
+    static DESTS: std::cell::RefCell<Vec<Dest>> = const { std::cell::RefCell::new(Vec::new()) };
+}
+
+/// The message's headers table, decoded at most once and only if needed.
+struct LazyHeaders<'a> {
+    msg: &'a Message,
+    decoded: Option<Option<FieldTable>>,
+}
+
+impl<'a> LazyHeaders<'a> {
+    fn new(msg: &'a Message) -> Self {
+        LazyHeaders { msg, decoded: None }
+    }
+
+    fn get(&mut self) -> Option<&FieldTable> {
+        let msg = self.msg;
+        self.decoded
+            .get_or_insert_with(|| {
+                if msg.header.has_headers {
+                    msg.header.headers()
+                } else {
+                    None
+                }
+            })
+            .as_ref()
+    }
+}
+
 /// Longest exchange-to-exchange chain followed while routing.
 const MAX_ROUTING_HOPS: usize = 64;
 
@@ -624,6 +654,10 @@ impl VHost {
 
     /// Every queue a message published to `exchange` reaches, each once, following
     /// exchange-to-exchange bindings and alternate exchanges.
+    ///
+    /// The common case (no exchange-to-exchange hop) allocates nothing beyond
+    /// pushing to `out`; the headers table is decoded only if a headers exchange
+    /// is on the way.
     pub fn route(&self, exchange: &Exchange, msg: &Message, out: &mut Vec<Arc<Queue>>) {
         if exchange.is_default() {
             for key in msg.routing_keys() {
@@ -635,40 +669,40 @@ impl VHost {
             }
             return;
         }
-        let headers = if msg.header.has_headers {
-            msg.header.headers()
-        } else {
-            None
-        };
-        let mut visited: Vec<String> = Vec::new();
-        let mut pending: Vec<Arc<Exchange>> = Vec::new();
-        let mut dests: Vec<Dest> = Vec::new();
-        self.route_one(exchange, msg, headers.as_ref(), &mut dests);
-        visited.push(exchange.name.clone());
-        loop {
-            for d in dests.drain(..) {
-                match d {
-                    Dest::Queue(name) => {
-                        if let Some(q) = self.queue(&name) {
-                            if !out.iter().any(|o| Arc::ptr_eq(o, &q)) {
-                                out.push(q);
+        DESTS.with(|cell| {
+            let mut dests = cell.borrow_mut();
+            dests.clear();
+            let mut headers = LazyHeaders::new(msg);
+            self.route_one(exchange, msg, &mut headers, &mut dests);
+            let mut visited: Vec<Arc<Exchange>> = Vec::new();
+            let mut pending: Vec<Arc<Exchange>> = Vec::new();
+            loop {
+                for d in dests.drain(..) {
+                    match d {
+                        Dest::Queue(name) => {
+                            if let Some(q) = self.queue(&name) {
+                                if !out.iter().any(|o| Arc::ptr_eq(o, &q)) {
+                                    out.push(q);
+                                }
                             }
                         }
-                    }
-                    Dest::Exchange(name) => {
-                        if visited.len() < MAX_ROUTING_HOPS && !visited.iter().any(|v| **v == *name)
-                        {
-                            if let Some(x) = self.exchange(&name) {
-                                visited.push(x.name.clone());
+                        Dest::Exchange(name) => {
+                            let Some(x) = self.exchange(&name) else {
+                                continue;
+                            };
+                            let seen = std::ptr::eq(&*x, exchange)
+                                || visited.iter().any(|v| Arc::ptr_eq(v, &x));
+                            if !seen && visited.len() < MAX_ROUTING_HOPS {
+                                visited.push(x.clone());
                                 pending.push(x);
                             }
                         }
                     }
                 }
+                let Some(x) = pending.pop() else { break };
+                self.route_one(&x, msg, &mut headers, &mut dests);
             }
-            let Some(x) = pending.pop() else { break };
-            self.route_one(&x, msg, headers.as_ref(), &mut dests);
-        }
+        });
     }
 
     /// Route through one exchange; if nothing matches, through its alternate exchange(s).
@@ -676,14 +710,19 @@ impl VHost {
         &self,
         x: &Exchange,
         msg: &Message,
-        headers: Option<&FieldTable>,
+        headers: &mut LazyHeaders,
         dests: &mut Vec<Dest>,
     ) {
         let before = dests.len();
         {
+            let h = if x.kind == ExchangeKind::Headers {
+                headers.get()
+            } else {
+                None
+            };
             let bindings = x.bindings.read();
             for key in msg.routing_keys() {
-                bindings.route(key, headers, dests);
+                bindings.route(key, h, dests);
             }
         }
         if dests.len() > before {
@@ -705,9 +744,14 @@ impl VHost {
                     dests.push(Dest::Queue(key.into()));
                 }
             } else {
+                let h = if alt.kind == ExchangeKind::Headers {
+                    headers.get()
+                } else {
+                    None
+                };
                 let bindings = alt.bindings.read();
                 for key in msg.routing_keys() {
-                    bindings.route(key, headers, dests);
+                    bindings.route(key, h, dests);
                 }
             }
             if dests.len() > n {

@@ -184,9 +184,14 @@ impl ContentHeader {
         ContentHeader::parse(Bytes::from(raw)).ok()
     }
 
-    /// A copy without the top-level header `key` (RabbitMQ drops `BCC` before
-    /// delivery), every other byte as the publisher sent it. `None` if absent.
-    pub fn without_header(&self, key: &str) -> Option<ContentHeader> {
+    /// Whether the headers table has the top-level key `key` (a scan of the raw
+    /// bytes; nothing is decoded).
+    pub fn has_header(&self, key: &str) -> bool {
+        self.find_header(key).is_some()
+    }
+
+    /// Byte range (within `raw`) of the top-level entry `key` in the headers table.
+    fn find_header(&self, key: &str) -> Option<(usize, usize)> {
         let (start, end) = self.headers_range?;
         let table = self.raw.get(start..end)?;
         let mut pos = 4;
@@ -196,18 +201,26 @@ impl ContentHeader {
             let vlen = crate::table_guard::value_len(table, pos + 1 + klen)?;
             let entry_end = pos + 1 + klen + vlen;
             if k == key.as_bytes() {
-                let mut raw = Vec::with_capacity(self.raw.len());
-                raw.extend_from_slice(self.raw.get(..start)?);
-                let new_len = (table.len() - 4 - (entry_end - pos)) as u32;
-                raw.extend_from_slice(&new_len.to_be_bytes());
-                raw.extend_from_slice(table.get(4..pos)?);
-                raw.extend_from_slice(table.get(entry_end..)?);
-                raw.extend_from_slice(self.raw.get(end..)?);
-                return ContentHeader::parse(Bytes::from(raw)).ok();
+                return Some((start + pos, start + entry_end));
             }
             pos = entry_end;
         }
         None
+    }
+
+    /// A copy without the top-level header `key` (RabbitMQ drops `BCC` before
+    /// delivery), every other byte as the publisher sent it. `None` if absent.
+    pub fn without_header(&self, key: &str) -> Option<ContentHeader> {
+        let (start, _) = self.headers_range?;
+        let (entry_start, entry_end) = self.find_header(key)?;
+        let old_len = u32::from_be_bytes(self.raw.get(start..start + 4)?.try_into().ok()?);
+        let new_len = old_len - (entry_end - entry_start) as u32;
+        let mut raw = Vec::with_capacity(self.raw.len());
+        raw.extend_from_slice(self.raw.get(..start)?);
+        raw.extend_from_slice(&new_len.to_be_bytes());
+        raw.extend_from_slice(self.raw.get(start + 4..entry_start)?);
+        raw.extend_from_slice(self.raw.get(entry_end..)?);
+        ContentHeader::parse(Bytes::from(raw)).ok()
     }
 
     fn text(&self, range: Option<(usize, usize)>) -> Option<&str> {
@@ -285,6 +298,7 @@ mod tests {
         assert_eq!(without.headers(), Some(FieldTable::default()));
         assert_eq!(without.expiration(), Some("1500"));
         assert!(r.without_header("nope").is_none());
+        assert!(r.has_header("CC") && !r.has_header("BCC") && !without.has_header("CC"));
     }
 
     #[test]

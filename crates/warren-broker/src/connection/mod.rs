@@ -94,6 +94,8 @@ pub struct Connection {
     sent_blocked: bool,
     /// Source of channel epochs.
     next_epoch: u64,
+    /// Scratch list of the queues a message routes to (reused per publish).
+    routed: Vec<Arc<Queue>>,
 }
 
 impl Connection {
@@ -127,6 +129,7 @@ impl Connection {
             has_published: false,
             sent_blocked: false,
             next_epoch: 0,
+            routed: Vec::new(),
         }
     }
 

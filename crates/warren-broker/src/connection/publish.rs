@@ -15,7 +15,7 @@ use super::channel::{
 use super::{ConnEvent, Connection};
 use crate::error::{AmqpError, AmqpResult};
 use crate::message::Message;
-use crate::queue::{Enqueued, Queue};
+use crate::queue::Enqueued;
 
 impl Connection {
     pub(super) fn on_publish(&mut self, id: u16, p: Publish) -> AmqpResult<()> {
@@ -178,7 +178,9 @@ impl Connection {
         mandatory: bool,
     ) -> AmqpResult<()> {
         let vhost = self.vhost()?;
-        let mut queues: Vec<Arc<Queue>> = Vec::new();
+        // Reuse the connection's scratch list: no allocation per publish.
+        let mut queues = std::mem::take(&mut self.routed);
+        queues.clear();
         if let Some(x) = vhost.exchange(&message.exchange) {
             vhost.route(&x, &message, &mut queues);
         }
@@ -226,6 +228,8 @@ impl Connection {
             tx.needs_sync |= needs_sync;
         }
         self.write_confirms(id, &frames);
+        queues.clear();
+        self.routed = queues;
         Ok(())
     }
 
