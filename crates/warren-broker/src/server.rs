@@ -29,6 +29,8 @@ use crate::connection::{ConnHandle, Connection};
 /// inbox and the socket).
 const INBOX_BUDGET: usize = 512;
 const READ_CHUNK: usize = 64 * 1024;
+/// A read at least this big counts as a busy turn (see the yield in `run_connection`).
+const YIELD_AFTER_BYTES: usize = 16 * 1024;
 
 /// Listening sockets bound for a broker, not yet accepting.
 pub struct Server {
@@ -147,6 +149,8 @@ async fn run_connection(broker: Arc<Broker>, stream: TcpStream, peer: SocketAddr
         if rbuf.capacity() - rbuf.len() < 4096 {
             rbuf.reserve(READ_CHUNK);
         }
+        // Work done in this turn; a busy turn yields to other tasks afterwards.
+        let mut busy = false;
         tokio::select! {
             read = reader.read_buf(&mut rbuf), if conn.wants_read() => match read {
                 Ok(0) | Err(_) => {
@@ -156,18 +160,24 @@ async fn run_connection(broker: Arc<Broker>, stream: TcpStream, peer: SocketAddr
                     conn.cleanup();
                     break;
                 }
-                Ok(_) => conn.handle_input(&mut rbuf, Instant::now().into_std()),
+                Ok(n) => {
+                    busy = n >= YIELD_AFTER_BYTES;
+                    conn.handle_input(&mut rbuf, Instant::now().into_std());
+                }
             },
             ev = inbox.recv() => {
                 let now = Instant::now().into_std();
                 if let Some(ev) = ev {
                     conn.handle_event(ev, now);
-                    for _ in 0..INBOX_BUDGET {
+                    let mut handled = 1;
+                    while handled < INBOX_BUDGET {
                         match inbox.try_recv() {
                             Ok(ev) => conn.handle_event(ev, now),
                             Err(_) => break,
                         }
+                        handled += 1;
                     }
+                    busy = handled >= INBOX_BUDGET / 2;
                 }
             }
             _ = tokio::time::sleep_until(sleep_until), if deadline.is_some() => {
@@ -183,6 +193,12 @@ async fn run_connection(broker: Arc<Broker>, stream: TcpStream, peer: SocketAddr
         }
         if conn.is_closed() {
             break;
+        }
+        if busy {
+            // A flooding publisher would otherwise keep its worker for a whole
+            // cooperative budget (128 reads, megabytes of frames) while the
+            // consumers it feeds wait; give them a turn after each big batch.
+            tokio::task::yield_now().await;
         }
     }
     conn.cleanup();

@@ -57,6 +57,8 @@ pub enum ConnEvent {
     },
     /// The group commit behind a tx.commit finished.
     TxCommitted { channel: u16, epoch: u64, ok: bool },
+    /// A queue this connection was paused for (flow control) has caught up.
+    FlowResume,
     /// The memory alarm was raised (true) or cleared (false).
     MemoryAlarm(bool),
     /// Close the connection (broker shutdown or an operator's request).

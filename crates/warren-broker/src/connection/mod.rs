@@ -96,6 +96,8 @@ pub struct Connection {
     next_epoch: u64,
     /// Scratch list of the queues a message routes to (reused per publish).
     routed: Vec<Arc<Queue>>,
+    /// Queues this connection waits on for flow control (reading is paused while > 0).
+    flow_paused: usize,
 }
 
 impl Connection {
@@ -130,6 +132,7 @@ impl Connection {
             sent_blocked: false,
             next_epoch: 0,
             routed: Vec::new(),
+            flow_paused: 0,
         }
     }
 
@@ -148,6 +151,7 @@ impl Connection {
         self.phase != Phase::Closed
             && self.handle.writer_backlog() < handle::READ_STOP
             && !self.blocked_by_alarm()
+            && self.flow_paused == 0
     }
 
     /// A publishing connection is not read while the memory alarm is on.
@@ -395,6 +399,7 @@ impl Connection {
                 message,
             } => self.on_direct_reply(channel, key, message),
             ConnEvent::MemoryAlarm(on) => self.on_memory_alarm(on),
+            ConnEvent::FlowResume => self.flow_paused = self.flow_paused.saturating_sub(1),
             ConnEvent::Persisted {
                 channel,
                 epoch,

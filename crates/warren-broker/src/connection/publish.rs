@@ -187,6 +187,9 @@ impl Connection {
         let mut routed = false;
         let mut rejected = false;
         for q in &queues {
+            if q.should_pause(&self.handle) {
+                self.flow_paused += 1;
+            }
             match q.publish(message.clone()) {
                 Enqueued::Accepted => routed = true,
                 Enqueued::Rejected => {

@@ -164,6 +164,13 @@ impl Consumer {
 /// which AMQP allows ("may have been delivered").
 const MARK_AHEAD: u64 = 1024;
 
+/// Flow control: a queue whose consumers fall this far behind pauses the
+/// connections publishing to it (they stop reading their sockets, so TCP slows
+/// the publishers) until the backlog is back under [`FLOW_LOW`]. Queues without
+/// consumers never pause publishers (a backlog is the point of them).
+pub const FLOW_HIGH: usize = 100_000;
+pub const FLOW_LOW: usize = FLOW_HIGH / 2;
+
 /// Messages that died while the queue lock was held, dead-lettered after it is released.
 type Dead = Vec<(Ready, DeathReason)>;
 
@@ -195,6 +202,8 @@ struct QueueState {
     timer_started: bool,
     /// `x-max-priority`: the ready list is ordered by priority, then arrival.
     max_priority: Option<u8>,
+    /// Publishing connections paused until this queue's backlog shrinks (flow control).
+    flow_waiters: Vec<Arc<ConnHandle>>,
 }
 
 impl QueueState {
@@ -215,6 +224,7 @@ impl QueueState {
             mark_pending: false,
             timer_started: false,
             max_priority,
+            flow_waiters: Vec::new(),
         }
     }
 
@@ -753,6 +763,7 @@ impl Queue {
         }
         st.last_used = Instant::now();
         self.timer.notify_one();
+        Queue::release_flow(&mut st);
         if self.auto_delete && st.consumers.is_empty() && st.had_consumer && !st.deleted {
             ConsumerRemoved::RemovedLastOfAutoDelete
         } else {
@@ -768,6 +779,7 @@ impl Queue {
         st.ready_bytes = 0;
         st.loaded_bytes = 0;
         st.unloaded = 0;
+        Queue::release_flow(&mut st);
         n
     }
 
@@ -777,6 +789,35 @@ impl Queue {
 
     pub fn consumer_count(&self) -> u32 {
         self.state.lock().consumers.len() as u32
+    }
+
+    /// Flow control: if this queue's consumers are far behind, register `conn`
+    /// to be resumed later and return true (the connection should stop reading
+    /// until one [`ConnEvent::FlowResume`] per true answer arrives).
+    /// Never pauses a connection that consumes from this queue itself (it
+    /// could not read the acks that let the backlog shrink).
+    pub fn should_pause(&self, conn: &Arc<ConnHandle>) -> bool {
+        let mut st = self.state.lock();
+        if st.ready.len() < FLOW_HIGH
+            || st.consumers.is_empty()
+            || st.consumers.iter().any(|c| c.conn.id == conn.id)
+        {
+            return false;
+        }
+        if st.flow_waiters.iter().any(|w| w.id == conn.id) {
+            return false; // already paused on this queue
+        }
+        st.flow_waiters.push(conn.clone());
+        true
+    }
+
+    /// Resume paused publishers once the backlog is small again (or nobody consumes).
+    fn release_flow(st: &mut QueueState) {
+        if !st.flow_waiters.is_empty() && (st.ready.len() < FLOW_LOW || st.consumers.is_empty()) {
+            for w in st.flow_waiters.drain(..) {
+                w.notify(ConnEvent::FlowResume);
+            }
+        }
     }
 
     /// Ready messages and consumers (expired head messages are not counted).
@@ -804,6 +845,9 @@ impl Queue {
         st.ready_bytes = 0;
         st.loaded_bytes = 0;
         st.unloaded = 0;
+        for w in st.flow_waiters.drain(..) {
+            w.notify(ConnEvent::FlowResume);
+        }
         for c in st.consumers.drain(..) {
             c.conn.notify(ConnEvent::ConsumerCancelled {
                 channel: c.channel,
@@ -878,6 +922,7 @@ impl Queue {
             }
         }
         self.maybe_page_in(st);
+        Queue::release_flow(st);
     }
 }
 
