@@ -1,41 +1,60 @@
 #!/usr/bin/env bash
-# RabbitMQ compatibility check for Warren: run the six official RabbitMQ
-# tutorials (Python/pika and JavaScript/amqplib) against a real RabbitMQ
-# (the oracle) and against Warren, and compare what the programs print.
+# RabbitMQ compatibility check for Warren.  Three suites run against a real
+# RabbitMQ (the oracle, "expected") and then against Warren ("actual"):
+#   tutorials  the six official RabbitMQ tutorials (Python/pika, JavaScript/amqplib)
+#   errors     probe_errors.py: reply codes/texts of ~120 error cases + handshake facts
+#   scenarios  run_scenarios.py: the differential scenarios under scenarios/
+#              (pika, raw frames, ...), compared with known-differences.toml
 #
-#   rabbitmq-compat/run.sh [--warren-url URL] [--errors] [--update-expected]
+#   rabbitmq-compat/run.sh [--warren-url URL] [--update-expected]
+#                          [--no-tutorials] [--no-errors] [--no-scenarios] [--only SUBSTR]
 #
 #   --warren-url URL   Warren's AMQP URL (default amqp://guest:guest@127.0.0.1:5672/).
 #                      Warren must already be running; this script does not start it.
-#   --errors           also run probe_errors.py against Warren and compare it with
-#                      expected/errors-rabbitmq-3.10.8.txt (counts towards the exit status)
-#   --update-expected  after running the tutorials on real RabbitMQ, copy the result
-#                      to expected/tutorials.json (the committed expected output)
+#   --errors           accepted for compatibility (the error probe runs by default)
+#   --no-tutorials / --no-errors / --no-scenarios   skip a suite
+#   --only SUBSTR      run only scenarios whose name contains SUBSTR (repeatable)
+#   --update-expected  after running on real RabbitMQ, copy the results to
+#                      expected/tutorials.json and expected/scenarios.json
 #
 # Environment:
 #   COMPAT_SKIP_RABBITMQ=1   don't install/start RabbitMQ; use the committed
-#                            expected/tutorials.json as the expected output
+#                            expected/tutorials.json, expected/errors-rabbitmq-3.10.8.txt
+#                            and expected/scenarios.json as the expected output
 #   COMPAT_RABBITMQ_PORT     port for the private RabbitMQ (default 5673)
 #   COMPAT_OUT               output dir (default rabbitmq-compat/out)
+#   COMPAT_SCENARIO_TIMEOUT  default per-scenario timeout in seconds (10)
 #
-# Exit status: 0 if every scenario matched, 1 otherwise (2 on setup errors).
-# The last line printed is "N passed, N failed".
+# Outputs in $COMPAT_OUT: expected-*.json / actual-*.json, errors-*.txt,
+# scenarios-diff.txt (every differing path) and compat.md (the report).
+# Exit status: 0 if everything matched (known differences allowed), 1
+# otherwise (2 on setup errors).  The last line printed is "N passed, N failed"
+# summed over the suites that ran.
 set -euo pipefail
 
 HERE="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 WARREN_URL="amqp://guest:guest@127.0.0.1:5672/"
-RUN_ERRORS=0
+RUN_TUTORIALS=1
+RUN_ERRORS=1
+RUN_SCENARIOS=1
 UPDATE_EXPECTED=0
+ONLY=()
 while [ $# -gt 0 ]; do
     case "$1" in
         --warren-url) WARREN_URL="$2"; shift 2 ;;
         --warren-url=*) WARREN_URL="${1#*=}"; shift ;;
         --errors) RUN_ERRORS=1; shift ;;
+        --no-errors) RUN_ERRORS=0; shift ;;
+        --no-tutorials) RUN_TUTORIALS=0; shift ;;
+        --no-scenarios) RUN_SCENARIOS=0; shift ;;
+        --only) ONLY+=(--only "$2"); shift 2 ;;
+        --only=*) ONLY+=(--only "${1#*=}"); shift ;;
         --update-expected) UPDATE_EXPECTED=1; shift ;;
-        -h|--help) sed -n '2,24p' "$0"; exit 0 ;;
+        -h|--help) sed -n '2,33p' "$0"; exit 0 ;;
         *) echo "unknown argument: $1" >&2; exit 2 ;;
     esac
 done
+T_START=$(date +%s)
 RABBIT_PORT="${COMPAT_RABBITMQ_PORT:-5673}"
 OUT="${COMPAT_OUT:-$HERE/out}"
 mkdir -p "$OUT"
@@ -77,26 +96,76 @@ if [ ! -f "$JS_DIR/node_modules/amqplib/package.json" ] ||
     (cd "$JS_DIR" && npm ci --no-audit --no-fund --loglevel=error >&2)
 fi
 
-# ---- expected output: real RabbitMQ or the committed file ---------------------
+# ---- expected output: real RabbitMQ or the committed files -------------------
 EXPECTED="$OUT/expected-tutorials.json"
+EXPECTED_ERRORS="$HERE/expected/errors-rabbitmq-3.10.8.txt"
+EXPECTED_SCEN="$OUT/expected-scenarios.json"
 if [ "${COMPAT_SKIP_RABBITMQ:-0}" = 1 ]; then
-    log "COMPAT_SKIP_RABBITMQ=1: using committed expected/tutorials.json"
+    log "COMPAT_SKIP_RABBITMQ=1: using the committed expected/ files"
     cp "$HERE/expected/tutorials.json" "$EXPECTED"
+    cp "$HERE/expected/scenarios.json" "$EXPECTED_SCEN"
 else
     "$HERE/rabbitmq.sh" start "$RABBIT_PORT"
     trap '"$HERE/rabbitmq.sh" stop || true' EXIT
-    log "running the tutorials against RabbitMQ (port $RABBIT_PORT)"
-    "$PY" "$HERE/run_tutorials.py" --url "amqp://guest:guest@127.0.0.1:$RABBIT_PORT/" \
-        --out "$EXPECTED" 2> "$OUT/rabbitmq-tutorials.log" ||
-        { log "tutorial run against RabbitMQ failed; see $OUT/rabbitmq-tutorials.log"; exit 2; }
+    RABBIT_URL="amqp://guest:guest@127.0.0.1:$RABBIT_PORT/"
+    if [ "$RUN_TUTORIALS" = 1 ]; then
+        log "running the tutorials against RabbitMQ (port $RABBIT_PORT)"
+        "$PY" "$HERE/run_tutorials.py" --url "$RABBIT_URL" \
+            --out "$EXPECTED" 2> "$OUT/rabbitmq-tutorials.log" ||
+            { log "tutorial run against RabbitMQ failed; see $OUT/rabbitmq-tutorials.log"; exit 2; }
+    fi
+    if [ "$RUN_ERRORS" = 1 ]; then
+        log "running the error probe against RabbitMQ"
+        "$PY" "$HERE/probe_errors.py" --url "$RABBIT_URL" --out "$OUT/errors-rabbitmq.txt" \
+            > /dev/null 2> "$OUT/rabbitmq-errors.log" ||
+            { log "error probe against RabbitMQ failed; see $OUT/rabbitmq-errors.log"; exit 2; }
+        # identity facts (cluster_name, ...) differ between nodes; everything else must not
+        if ! "$PY" - "$HERE" "$EXPECTED_ERRORS" "$OUT/errors-rabbitmq.txt" \
+                > "$OUT/errors-rabbitmq-vs-committed.txt" 2>&1 <<'EOF'
+import sys
+sys.path.insert(0, sys.argv[1])
+import probe_errors
+with open(sys.argv[2]) as a, open(sys.argv[3]) as b:
+    sys.exit(probe_errors.compare(a.read().splitlines(), b.read().splitlines()))
+EOF
+        then
+            log "WARNING: live RabbitMQ error probe differs from the committed $(basename "$EXPECTED_ERRORS"):"
+            grep -v '^PASS\|^INFO\|^  ' "$OUT/errors-rabbitmq-vs-committed.txt" >&2 || true
+        fi
+        EXPECTED_ERRORS="$OUT/errors-rabbitmq.txt"
+    fi
+    if [ "$RUN_SCENARIOS" = 1 ]; then
+        log "running the scenarios against RabbitMQ"
+        "$PY" "$HERE/run_scenarios.py" --url "$RABBIT_URL" --out "$EXPECTED_SCEN" "${ONLY[@]}" \
+            2> "$OUT/rabbitmq-scenarios.log" ||
+            { log "scenario run against RabbitMQ failed; see $OUT/rabbitmq-scenarios.log"; exit 2; }
+        tail -n 1 "$OUT/rabbitmq-scenarios.log" | sed 's/^/[run.sh] RabbitMQ: /' >&2
+    fi
     "$HERE/rabbitmq.sh" stop
     trap - EXIT
     if [ "$UPDATE_EXPECTED" = 1 ]; then
-        cp "$EXPECTED" "$HERE/expected/tutorials.json"
-        log "updated expected/tutorials.json"
-    elif ! cmp -s "$EXPECTED" "$HERE/expected/tutorials.json"; then
-        log "WARNING: live RabbitMQ output differs from the committed expected/tutorials.json:"
-        "$PY" "$HERE/run_tutorials.py" --compare "$HERE/expected/tutorials.json" "$EXPECTED" >&2 || true
+        if [ "$RUN_TUTORIALS" = 1 ]; then
+            cp "$EXPECTED" "$HERE/expected/tutorials.json"
+            log "updated expected/tutorials.json"
+        fi
+        if [ "$RUN_SCENARIOS" = 1 ] && [ ${#ONLY[@]} -eq 0 ]; then
+            cp "$EXPECTED_SCEN" "$HERE/expected/scenarios.json"
+            log "updated expected/scenarios.json"
+        fi
+    else
+        if [ "$RUN_TUTORIALS" = 1 ] && ! cmp -s "$EXPECTED" "$HERE/expected/tutorials.json"; then
+            log "WARNING: live RabbitMQ output differs from the committed expected/tutorials.json:"
+            "$PY" "$HERE/run_tutorials.py" --compare "$HERE/expected/tutorials.json" "$EXPECTED" >&2 || true
+        fi
+        if [ "$RUN_SCENARIOS" = 1 ] && [ ! -f "$HERE/expected/scenarios.json" ]; then
+            log "WARNING: no committed expected/scenarios.json yet (record it with --update-expected)"
+        elif [ "$RUN_SCENARIOS" = 1 ] &&
+           ! "$PY" "$HERE/run_scenarios.py" --compare "$HERE/expected/scenarios.json" "$EXPECTED_SCEN" \
+               --known /dev/null --present-only "${ONLY[@]}" > "$OUT/scenarios-rabbitmq-vs-committed.txt" 2>&1; then
+            log "WARNING: live RabbitMQ scenario observations differ from the committed expected/scenarios.json" \
+                "(see $OUT/scenarios-rabbitmq-vs-committed.txt; re-record with --update-expected):"
+            grep -v '^PASS\|^-- ' "$OUT/scenarios-rabbitmq-vs-committed.txt" | head -n 40 >&2 || true
+        fi
     fi
 fi
 
@@ -106,18 +175,60 @@ import socket, sys, urllib.parse
 u = urllib.parse.urlparse(sys.argv[1])
 socket.create_connection((u.hostname or "localhost", u.port or 5672), timeout=5).close()
 EOF
-log "running the tutorials against Warren at $WARREN_URL"
-"$PY" "$HERE/run_tutorials.py" --url "$WARREN_URL" --out "$OUT/actual-tutorials.json" \
-    2> "$OUT/warren-tutorials.log" || log "tutorial driver reported an error; see $OUT/warren-tutorials.log"
-
+TOTAL_PASS=0
+TOTAL_FAIL=0
 status=0
+add_counts() {  # add_counts LABEL FILE: take "N passed, N failed" from FILE's last line
+    local line
+    line="$(grep -E '^[0-9]+ passed, [0-9]+ failed$' "$2" | tail -n 1)"
+    if [ -z "$line" ]; then
+        echo "$1: no result line (see $2)"; status=1; TOTAL_FAIL=$((TOTAL_FAIL + 1)); return
+    fi
+    echo "$1: $line"
+    TOTAL_PASS=$((TOTAL_PASS + $(echo "$line" | cut -d' ' -f1)))
+    TOTAL_FAIL=$((TOTAL_FAIL + $(echo "$line" | cut -d' ' -f3)))
+}
+
+if [ "$RUN_TUTORIALS" = 1 ]; then
+    log "running the tutorials against Warren at $WARREN_URL"
+    "$PY" "$HERE/run_tutorials.py" --url "$WARREN_URL" --out "$OUT/actual-tutorials.json" \
+        2> "$OUT/warren-tutorials.log" || log "tutorial driver reported an error; see $OUT/warren-tutorials.log"
+fi
 if [ "$RUN_ERRORS" = 1 ]; then
-    echo "== error/fact probe vs expected/errors-rabbitmq-3.10.8.txt"
+    log "running the error probe against Warren"
     "$PY" "$HERE/probe_errors.py" --url "$WARREN_URL" --out "$OUT/errors-warren.txt" \
-        --compare "$HERE/expected/errors-rabbitmq-3.10.8.txt" > "$OUT/errors-compare.txt" 2>&1 || status=1
-    grep -v '^PASS' "$OUT/errors-compare.txt" | sed 's/^\([0-9]* passed, [0-9]* failed\)$/errors: \1/'
+        --compare "$EXPECTED_ERRORS" > "$OUT/errors-compare.txt" 2>&1 || status=1
+fi
+if [ "$RUN_SCENARIOS" = 1 ]; then
+    log "running the scenarios against Warren"
+    "$PY" "$HERE/run_scenarios.py" --url "$WARREN_URL" --out "$OUT/actual-scenarios.json" "${ONLY[@]}" \
+        2> "$OUT/warren-scenarios.log" || log "scenario runner reported an error; see $OUT/warren-scenarios.log"
+fi
+
+if [ "$RUN_TUTORIALS" = 1 ]; then
+    echo "== tutorials (expected: $( [ "${COMPAT_SKIP_RABBITMQ:-0}" = 1 ] && echo committed file || echo RabbitMQ ) vs Warren)"
+    "$PY" "$HERE/run_tutorials.py" --compare "$EXPECTED" "$OUT/actual-tutorials.json" \
+        > "$OUT/tutorials-compare.txt" 2>&1 || status=1
+    cat "$OUT/tutorials-compare.txt"
     echo
 fi
-echo "== tutorials (expected: $( [ "${COMPAT_SKIP_RABBITMQ:-0}" = 1 ] && echo committed file || echo RabbitMQ ) vs Warren)"
-"$PY" "$HERE/run_tutorials.py" --compare "$EXPECTED" "$OUT/actual-tutorials.json" || status=1
+if [ "$RUN_ERRORS" = 1 ]; then
+    echo "== error/fact probe vs $( [ "$EXPECTED_ERRORS" = "$OUT/errors-rabbitmq.txt" ] && echo RabbitMQ || basename "$EXPECTED_ERRORS" )"
+    grep -v '^PASS' "$OUT/errors-compare.txt" || true
+    echo
+fi
+if [ "$RUN_SCENARIOS" = 1 ]; then
+    echo "== scenarios (expected: $( [ "${COMPAT_SKIP_RABBITMQ:-0}" = 1 ] && echo committed expected/scenarios.json || echo RabbitMQ ) vs Warren)"
+    "$PY" "$HERE/run_scenarios.py" --compare "$EXPECTED_SCEN" "$OUT/actual-scenarios.json" "${ONLY[@]}" \
+        --report "$OUT/compat.md" --details "$OUT/scenarios-diff.txt" > "$OUT/scenarios-compare.txt" 2>&1 || status=1
+    cat "$OUT/scenarios-compare.txt"
+    echo "(report: $OUT/compat.md; all differences: $OUT/scenarios-diff.txt)"
+    echo
+fi
+
+echo "== summary ($(( $(date +%s) - T_START )) s)"
+[ "$RUN_TUTORIALS" = 1 ] && add_counts tutorials "$OUT/tutorials-compare.txt"
+[ "$RUN_ERRORS" = 1 ] && add_counts errors "$OUT/errors-compare.txt"
+[ "$RUN_SCENARIOS" = 1 ] && add_counts scenarios "$OUT/scenarios-compare.txt"
+echo "$TOTAL_PASS passed, $TOTAL_FAIL failed"
 exit $status

@@ -1,0 +1,1 @@
+"""Differential compatibility scenarios; see framework.py and ../README.md."""

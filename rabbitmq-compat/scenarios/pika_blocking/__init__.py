@@ -1,0 +1,1 @@
+"""pika BlockingConnection scenarios (client name: pika)."""

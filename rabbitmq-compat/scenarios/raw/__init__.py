@@ -1,0 +1,1 @@
+"""Raw-frame scenarios: a minimal socket AMQP client (client name: raw)."""
