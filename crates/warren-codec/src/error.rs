@@ -5,8 +5,11 @@ use thiserror::Error;
 /// A framing error: always fatal for the connection (501 FRAME_ERROR).
 #[derive(Debug, Clone, PartialEq, Eq, Error)]
 pub enum FrameError {
-    #[error("frame size {size} exceeds the negotiated frame_max {max}")]
-    TooLarge { size: u64, max: u32 },
+    /// `size` counts the payload only; `max` is the negotiated frame_max.
+    #[error(
+        "frame of type {kind} with a {size}-byte payload exceeds the negotiated frame_max {max}"
+    )]
+    TooLarge { kind: u8, size: u64, max: u32 },
     #[error("bad frame end marker {0:#04x}")]
     BadFrameEnd(u8),
     #[error("unknown frame type {0}")]

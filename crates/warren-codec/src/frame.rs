@@ -84,7 +84,8 @@ pub fn decode_frame(buf: &mut BytesMut, frame_max: u32) -> Result<Option<Frame>,
     let total = size + FRAME_OVERHEAD as u64;
     if frame_max != 0 && total > frame_max as u64 + FRAME_MAX_TOLERANCE {
         return Err(FrameError::TooLarge {
-            size: total,
+            kind,
+            size,
             max: frame_max,
         });
     }

@@ -233,9 +233,7 @@ impl Connection {
             Method::Other(AMQPClass::Tx(m)) => self.on_tx_method(id, m),
             Method::Other(AMQPClass::Connection(_)) => {
                 let _ = now;
-                Err(AmqpError::command_invalid(
-                    "connection methods must be sent on channel 0",
-                ))
+                Err(AmqpError::command_invalid("unimplemented method"))
             }
             _ => Err(AmqpError::command_invalid("unimplemented method")),
         }

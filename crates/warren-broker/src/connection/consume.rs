@@ -30,7 +30,9 @@ impl Connection {
         if global {
             c.channel_credit.set_limit(prefetch_count as u32);
         } else {
+            // As in RabbitMQ 3.10: a per-consumer limit lifts the channel-wide one.
             c.consumer_prefetch = prefetch_count as u32;
+            c.channel_credit.set_limit(0);
         }
         let queues: Vec<Arc<Queue>> = c.consumers.values().map(|cc| cc.queue.clone()).collect();
         self.send_method(
@@ -61,7 +63,7 @@ impl Connection {
                 .and_then(|i| i32::try_from(i).ok())
                 .ok_or_else(|| {
                     AmqpError::precondition_failed(format!(
-                        "invalid arg 'x-priority' for queue '{}' in vhost '{}': {{unacceptable_type,{}}}",
+                        "invalid arg 'x-priority' for queue '{}' in vhost '{}': \"expected integer, got {}\"",
                         name,
                         queue.vhost,
                         crate::queue::args::type_name(v)

@@ -172,7 +172,7 @@ impl Connection {
             cfg.channel_max as u32,
             0,
         )?;
-        check_negotiated("frame_max", t.frame_max, cfg.frame_max, 8192)?;
+        check_negotiated("frame_max", t.frame_max, cfg.frame_max, 4096)?;
         self.channel_max = t.channel_max;
         self.frame_max = t.frame_max;
         self.heartbeat = t.heartbeat;
@@ -285,7 +285,7 @@ mod tests {
     #[test]
     fn tune_limits() {
         assert!(check_negotiated("frame_max", 131072, 131072, 8192).is_ok());
-        assert!(check_negotiated("frame_max", 4096, 131072, 8192).is_err());
+        assert!(check_negotiated("frame_max", 2048, 131072, 4096).is_err());
         let e = check_negotiated("channel_max", 0, 2047, 0).unwrap_err();
         assert_eq!(
             e.text,

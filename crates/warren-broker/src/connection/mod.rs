@@ -212,8 +212,12 @@ impl Connection {
                 Ok(None) => break,
                 Err(e) => {
                     let err = AmqpError::frame_error(match e {
-                        warren_codec::FrameError::TooLarge { size, max } => {
-                            format!("frame size {size} exceeds frame_max {max}; use smaller frames or negotiate a larger frame_max")
+                        // RabbitMQ's wording; its limit is the payload room, frame_max - 8.
+                        warren_codec::FrameError::TooLarge { kind, size, max } => {
+                            format!(
+                                "type {kind}, all octets = <<>>: {{frame_too_large,{size},{}}}",
+                                max.saturating_sub(8)
+                            )
                         }
                         other => other.to_string(),
                     });
@@ -318,7 +322,7 @@ impl Connection {
                 now,
             ),
             _ => self.connection_error(
-                AmqpError::command_invalid("unexpected method on channel 0; open a channel first")
+                AmqpError::channel_error("unexpected method in connection state running")
                     .during(ids),
                 now,
             ),
@@ -531,12 +535,16 @@ impl Connection {
 }
 
 /// A short string for a reply text, cut to 255 bytes on a character boundary.
+/// A reply text as a short string: cut to 255 bytes ending in "..." as RabbitMQ does.
 pub(crate) fn short(s: &str) -> amq_protocol::types::ShortString {
-    let mut end = s.len().min(255);
+    if s.len() <= 255 {
+        return amq_protocol::types::ShortString::try_new(s).unwrap_or_default();
+    }
+    let mut end = 252;
     while !s.is_char_boundary(end) {
         end -= 1;
     }
-    amq_protocol::types::ShortString::try_new(&s[..end]).unwrap_or_default()
+    amq_protocol::types::ShortString::try_new(format!("{}...", &s[..end])).unwrap_or_default()
 }
 
 #[cfg(test)]

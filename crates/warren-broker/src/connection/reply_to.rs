@@ -138,8 +138,9 @@ impl Connection {
         else {
             return;
         };
-        let tag = chan.next_delivery_tag;
-        chan.next_delivery_tag += 1;
+        // RabbitMQ sends direct replies (no-ack, outside the channel's delivery
+        // sequence) with delivery tag 1.
+        let tag = 1;
         let consumer_tag = rc.tag.clone();
         hot::encode_deliver(
             &mut self.out,

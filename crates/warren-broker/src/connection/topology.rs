@@ -120,9 +120,10 @@ impl Connection {
         } else {
             requested
         };
-        if d.passive
-            && name.starts_with(super::reply_to::REPLY_TO)
-            && self.reply_address_alive(&name)
+        if name == super::reply_to::REPLY_TO
+            || d.passive
+                && name.starts_with(super::reply_to::REPLY_TO)
+                && self.reply_address_alive(&name)
         {
             self.send_method(
                 id,

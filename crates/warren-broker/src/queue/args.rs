@@ -217,6 +217,15 @@ impl QueueArgs {
                 _ => {}
             }
         }
+        if a.queue_type == QueueType::Classic {
+            for key in ["x-max-in-memory-length", "x-max-in-memory-bytes"] {
+                if table.contains_key(key) {
+                    return Err(AmqpError::precondition_failed(format!(
+                        "invalid arg '{key}' for {what} of queue type rabbit_classic_queue"
+                    )));
+                }
+            }
+        }
         if a.dead_letter_routing_key.is_some() && a.dead_letter_exchange.is_none() {
             return Err(AmqpError::precondition_failed(format!(
                 "invalid arg 'x-dead-letter-routing-key' for {what}: routing_key_but_no_dlx_defined"
