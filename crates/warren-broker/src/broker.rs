@@ -76,6 +76,8 @@ pub struct Broker {
     next_connection: AtomicU64,
     warned_quorum: AtomicBool,
     memory_alarm: AtomicBool,
+    /// Live direct reply-to consumers: (connection, channel) → the key in their address.
+    reply_consumers: DashMap<(ConnectionId, u16), u64>,
 }
 
 impl Broker {
@@ -123,6 +125,7 @@ impl Broker {
             next_connection: AtomicU64::new(1),
             warned_quorum: AtomicBool::new(false),
             memory_alarm: AtomicBool::new(false),
+            reply_consumers: DashMap::new(),
         })
     }
 
@@ -207,6 +210,24 @@ impl Broker {
                 text: text.to_owned(),
             });
         }
+    }
+
+    pub(crate) fn set_reply_consumer(&self, conn: ConnectionId, channel: u16, key: Option<u64>) {
+        match key {
+            Some(k) => {
+                self.reply_consumers.insert((conn, channel), k);
+            }
+            None => {
+                self.reply_consumers.remove(&(conn, channel));
+            }
+        }
+    }
+
+    /// Whether a direct reply-to address still has its consumer.
+    pub(crate) fn reply_consumer_alive(&self, conn: ConnectionId, channel: u16, key: u64) -> bool {
+        self.reply_consumers
+            .get(&(conn, channel))
+            .is_some_and(|k| *k == key)
     }
 
     /// Whether the memory alarm is on (publishers are blocked).

@@ -10,10 +10,21 @@ pub enum FrameError {
         "frame of type {kind} with a {size}-byte payload exceeds the negotiated frame_max {max}"
     )]
     TooLarge { kind: u8, size: u64, max: u32 },
-    #[error("bad frame end marker {0:#04x}")]
-    BadFrameEnd(u8),
-    #[error("unknown frame type {0}")]
-    UnknownType(u8),
+    /// Texts follow RabbitMQ, which prints the frame as Erlang terms.
+    #[error(
+        "type {kind}, all octets = {}: {{invalid_frame_end_marker,{end}}}",
+        crate::reply::erlang_binary(payload)
+    )]
+    BadFrameEnd {
+        kind: u8,
+        payload: bytes::Bytes,
+        end: u8,
+    },
+    #[error(
+        "type {kind}, all octets = {}: unknown_frame",
+        crate::reply::erlang_binary(payload)
+    )]
+    UnknownType { kind: u8, payload: bytes::Bytes },
 }
 
 /// A method frame that could not be decoded.

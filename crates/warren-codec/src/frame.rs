@@ -89,25 +89,32 @@ pub fn decode_frame(buf: &mut BytesMut, frame_max: u32) -> Result<Option<Frame>,
             max: frame_max,
         });
     }
-    if !matches!(
-        kind,
-        FRAME_METHOD | FRAME_HEADER | FRAME_BODY | FRAME_HEARTBEAT
-    ) {
-        return Err(FrameError::UnknownType(kind));
-    }
     // Bounded by frame_max above (or by u32 when unlimited, which we never negotiate).
     let total = total as usize;
     if buf.len() < total {
         buf.reserve(total - buf.len());
         return Ok(None);
     }
+    // As RabbitMQ: the whole frame is read, then the end marker checked, then the type.
     let end = buf[total - 1];
-    if end != FRAME_END {
-        return Err(FrameError::BadFrameEnd(end));
-    }
     let mut frame = buf.split_to(total);
     frame.advance(7);
     frame.truncate(total - FRAME_OVERHEAD);
+    if end != FRAME_END {
+        return Err(FrameError::BadFrameEnd {
+            kind,
+            payload: frame.freeze(),
+            end,
+        });
+    }
+    let known = matches!(kind, FRAME_METHOD | FRAME_HEADER | FRAME_BODY)
+        || (kind == FRAME_HEARTBEAT && frame.is_empty());
+    if !known {
+        return Err(FrameError::UnknownType {
+            kind,
+            payload: frame.freeze(),
+        });
+    }
     let payload = frame.freeze();
     Ok(Some(match kind {
         FRAME_METHOD => Frame::Method { channel, payload },
@@ -203,10 +210,16 @@ mod tests {
         encode_frame(&mut out, FRAME_BODY, 1, b"x");
         let n = out.len();
         out[n - 1] = 0;
-        assert_eq!(decode_frame(&mut out, 0), Err(FrameError::BadFrameEnd(0)));
+        assert_eq!(
+            decode_frame(&mut out, 0).unwrap_err().to_string(),
+            "type 3, all octets = <<\"x\">>: {invalid_frame_end_marker,0}"
+        );
         let mut out = BytesMut::new();
         encode_frame(&mut out, 9, 1, b"x");
-        assert_eq!(decode_frame(&mut out, 0), Err(FrameError::UnknownType(9)));
+        assert_eq!(
+            decode_frame(&mut out, 0).unwrap_err().to_string(),
+            "type 9, all octets = <<\"x\">>: unknown_frame"
+        );
     }
 
     #[test]

@@ -43,3 +43,44 @@ reply_codes! {
     NOT_IMPLEMENTED = 540, "NOT_IMPLEMENTED", true;
     INTERNAL_ERROR = 541, "INTERNAL_ERROR", true;
 }
+
+/// A binary as Erlang's `~p` prints it (RabbitMQ's frame error texts):
+/// `<<"text">>` when every byte is printable, `<<0,60,...>>` otherwise.
+pub fn erlang_binary(b: &[u8]) -> String {
+    let printable = !b.is_empty()
+        && b.iter().all(|c| {
+            (32..127).contains(c) || matches!(c, b'\n' | b'\r' | b'\t' | 8 | 11 | 12 | 27)
+        });
+    if printable {
+        let mut s = String::from("<<\"");
+        for &c in b {
+            match c {
+                b'"' => s.push_str("\\\""),
+                b'\\' => s.push_str("\\\\"),
+                b'\n' => s.push_str("\\n"),
+                b'\r' => s.push_str("\\r"),
+                b'\t' => s.push_str("\\t"),
+                8 => s.push_str("\\b"),
+                11 => s.push_str("\\v"),
+                12 => s.push_str("\\f"),
+                27 => s.push_str("\\e"),
+                c => s.push(c as char),
+            }
+        }
+        s.push_str("\">>");
+        s
+    } else {
+        let parts: Vec<String> = b.iter().map(|c| c.to_string()).collect();
+        format!("<<{}>>", parts.join(","))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn erlang_binaries() {
+        assert_eq!(super::erlang_binary(b""), "<<>>");
+        assert_eq!(super::erlang_binary(b"xx"), "<<\"xx\">>");
+        assert_eq!(super::erlang_binary(&[0, 60, 0, 10]), "<<0,60,0,10>>");
+    }
+}

@@ -308,6 +308,9 @@ impl Connection {
     /// unacknowledged messages are requeued.
     pub(super) fn release_channel(&mut self, c: &mut Channel) {
         let conn_id = self.id();
+        if c.reply_consumer.take().is_some() {
+            self.broker.set_reply_consumer(conn_id, c.id, None);
+        }
         for (tag, consumer) in c.consumers.drain() {
             self.consumer_removed(
                 &consumer.queue,

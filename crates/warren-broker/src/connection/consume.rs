@@ -113,6 +113,7 @@ impl Connection {
     pub(super) fn on_cancel(&mut self, id: u16, c: basic::Cancel) -> AmqpResult<()> {
         let conn_id = self.id();
         let tag = c.consumer_tag.as_str();
+        let broker = self.broker.clone();
         let chan = self.channel_mut(id)?;
         if chan
             .reply_consumer
@@ -120,6 +121,7 @@ impl Connection {
             .is_some_and(|rc| &*rc.tag == tag)
         {
             chan.reply_consumer = None;
+            broker.set_reply_consumer(conn_id, id, None);
         }
         if let Some(cc) = chan.consumers.remove(tag) {
             let outcome = cc.queue.remove_consumer(conn_id, id, tag);

@@ -74,7 +74,7 @@ impl Connection {
         };
         let method = match decode_method(&payload) {
             Ok(m) => m,
-            Err(e) => return self.method_decode_error(e, now),
+            Err(e) => return self.method_decode_error(e, &payload, now),
         };
         let ids = method.ids();
         let result = match (self.phase, method) {

@@ -244,13 +244,13 @@ impl Connection {
         match frame {
             Frame::Heartbeat { channel: 0 } => {}
             Frame::Heartbeat { .. } => self.connection_error(
-                AmqpError::unexpected_frame("heartbeat frame on a non-zero channel"),
+                AmqpError::unexpected_frame("type 8, all octets = <<>>"),
                 now,
             ),
             Frame::Method { channel, payload } => {
                 let method = match decode_method(&payload) {
                     Ok(m) => m,
-                    Err(e) => return self.method_decode_error(e, now),
+                    Err(e) => return self.method_decode_error(e, &payload, now),
                 };
                 if channel == 0 {
                     self.handle_connection_method(method, now);
@@ -274,16 +274,18 @@ impl Connection {
         }
     }
 
-    fn method_decode_error(&mut self, e: MethodError, now: Instant) {
+    fn method_decode_error(&mut self, e: MethodError, payload: &[u8], now: Instant) {
         let ids = e.ids();
         let err = match e {
             MethodError::Unknown {
                 class_id,
                 method_id,
             } => AmqpError::command_invalid(format!("unknown method {class_id}.{method_id}")),
-            MethodError::Syntax { .. } => {
-                AmqpError::syntax_error("malformed method frame arguments")
-            }
+            // RabbitMQ's wording: the method's argument bytes, as an Erlang binary.
+            MethodError::Syntax { .. } => AmqpError::frame_error(format!(
+                "cannot decode {}",
+                warren_codec::reply::erlang_binary(payload.get(4..).unwrap_or_default())
+            )),
             MethodError::TooDeep { .. } => AmqpError::syntax_error(format!(
                 "field table nested deeper than {} levels",
                 warren_codec::table_guard::MAX_DEPTH

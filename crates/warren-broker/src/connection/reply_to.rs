@@ -70,10 +70,13 @@ impl Connection {
         } else {
             c.consumer_tag.as_str().into()
         };
+        let key: u64 = rand::random();
         chan.reply_consumer = Some(ReplyConsumer {
             tag: tag.clone(),
-            key: rand::random(),
+            key,
         });
+        self.broker
+            .set_reply_consumer(self.handle.id, id, Some(key));
         if !c.nowait {
             self.send_method(
                 id,
@@ -162,7 +165,9 @@ impl Connection {
 
     /// `queue.declare(passive)` of a reply address: ok while the requester is connected.
     pub(super) fn reply_address_alive(&self, name: &str) -> bool {
-        decode_name(name).is_some_and(|(conn, _, _)| self.broker.connection(conn).is_some())
+        decode_name(name).is_some_and(|(conn, channel, key)| {
+            self.broker.reply_consumer_alive(conn, channel, key)
+        })
     }
 }
 
