@@ -57,6 +57,8 @@ done
 T_START=$(date +%s)
 RABBIT_PORT="${COMPAT_RABBITMQ_PORT:-5673}"
 OUT="${COMPAT_OUT:-$HERE/out}"
+# The generated report is committed as docs/compat.md (COMPAT_REPORT overrides).
+REPORT="${COMPAT_REPORT:-$HERE/../docs/compat.md}"
 mkdir -p "$OUT"
 
 log() { echo "[run.sh] $*" >&2; }
@@ -220,9 +222,9 @@ fi
 if [ "$RUN_SCENARIOS" = 1 ]; then
     echo "== scenarios (expected: $( [ "${COMPAT_SKIP_RABBITMQ:-0}" = 1 ] && echo committed expected/scenarios.json || echo RabbitMQ ) vs Warren)"
     "$PY" "$HERE/run_scenarios.py" --compare "$EXPECTED_SCEN" "$OUT/actual-scenarios.json" "${ONLY[@]}" \
-        --report "$OUT/compat.md" --details "$OUT/scenarios-diff.txt" > "$OUT/scenarios-compare.txt" 2>&1 || status=1
+        --report "$REPORT" --details "$OUT/scenarios-diff.txt" > "$OUT/scenarios-compare.txt" 2>&1 || status=1
     cat "$OUT/scenarios-compare.txt"
-    echo "(report: $OUT/compat.md; all differences: $OUT/scenarios-diff.txt)"
+    echo "(report: $REPORT; all differences: $OUT/scenarios-diff.txt)"
     echo
 fi
 
