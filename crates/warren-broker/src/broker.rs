@@ -147,8 +147,14 @@ impl Broker {
     }
 
     /// Write out everything pending and close the store (clean shutdown).
+    /// Call after the connections are closed (their unacked messages requeued).
     pub fn close_store(&self) {
         if let Some(s) = self.store() {
+            for v in self.vhosts.iter() {
+                for q in v.queues() {
+                    q.write_exact_mark();
+                }
+            }
             s.close();
         }
     }

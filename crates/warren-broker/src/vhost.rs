@@ -132,6 +132,10 @@ impl VHost {
         self.queues.get(name).map(|q| q.value().clone())
     }
 
+    pub fn queues(&self) -> Vec<Arc<Queue>> {
+        self.queues.iter().map(|q| q.value().clone()).collect()
+    }
+
     pub fn queue_names(&self) -> Vec<String> {
         self.queues.iter().map(|q| q.key().clone()).collect()
     }

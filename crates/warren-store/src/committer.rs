@@ -51,6 +51,12 @@ pub enum Op {
         queue: u64,
         upto: u64,
     },
+    /// The exact delivery mark at a clean stop (`None`: nothing was delivered);
+    /// replaces any mark written ahead.
+    SetDelivered {
+        queue: u64,
+        upto: Option<u64>,
+    },
 }
 
 type Callback = Box<dyn FnOnce(bool) + Send>;
@@ -234,7 +240,7 @@ fn run(mut kv: Box<dyn Kv>, rx: Receiver<Request>, failed: Arc<AtomicBool>) {
     let mut batch: Vec<KvOp> = Vec::new();
     let mut callbacks: Vec<Callback> = Vec::new();
     let mut reads: Vec<(u64, Vec<u64>, ReadCallback)> = Vec::new();
-    let mut delivered: HashMap<u64, u64> = HashMap::new();
+    let mut delivered: HashMap<u64, Option<u64>> = HashMap::new();
     let mut scratch = Vec::new();
     while let Ok(first) = rx.recv() {
         let mut stop: Option<mpsc::Sender<()>> = None;
@@ -256,10 +262,13 @@ fn run(mut kv: Box<dyn Kv>, rx: Receiver<Request>, failed: Arc<AtomicBool>) {
             }
         }
         for (queue, upto) in delivered.drain() {
-            batch.push(KvOp::Put(
-                layout::delivered_key(queue),
-                upto.to_be_bytes().to_vec(),
-            ));
+            match upto {
+                Some(upto) => batch.push(KvOp::Put(
+                    layout::delivered_key(queue),
+                    upto.to_be_bytes().to_vec(),
+                )),
+                None => batch.push(KvOp::Del(layout::delivered_key(queue))),
+            }
         }
         let ok = if failed.load(Ordering::Relaxed) {
             false
@@ -305,7 +314,7 @@ fn run(mut kv: Box<dyn Kv>, rx: Receiver<Request>, failed: Arc<AtomicBool>) {
 fn translate(
     op: Op,
     batch: &mut Vec<KvOp>,
-    delivered: &mut HashMap<u64, u64>,
+    delivered: &mut HashMap<u64, Option<u64>>,
     scratch: &mut Vec<u8>,
 ) {
     match op {
@@ -327,8 +336,11 @@ fn translate(
             batch.push(KvOp::Del(layout::delivered_key(queue)));
         }
         Op::Delivered { queue, upto } => {
-            let e = delivered.entry(queue).or_insert(upto);
-            *e = (*e).max(upto);
+            let e = delivered.entry(queue).or_insert(Some(upto));
+            *e = Some(e.map_or(upto, |cur| cur.max(upto)));
+        }
+        Op::SetDelivered { queue, upto } => {
+            delivered.insert(queue, upto);
         }
     }
 }

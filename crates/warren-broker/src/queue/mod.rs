@@ -198,6 +198,9 @@ struct QueueState {
     mark_durable: u64,
     /// A mark is on its way to the disk.
     mark_pending: bool,
+    /// Highest seq of a persisted message actually handed out (for the exact
+    /// mark written at a clean stop).
+    delivered_max: Option<u64>,
     /// Whether the timer task runs.
     timer_started: bool,
     /// `x-max-priority`: the ready list is ordered by priority, then arrival.
@@ -222,6 +225,7 @@ impl QueueState {
             last_used: Instant::now(),
             mark_durable: 0,
             mark_pending: false,
+            delivered_max: None,
             timer_started: false,
             max_priority,
             flow_waiters: Vec::new(),
@@ -496,6 +500,19 @@ impl Queue {
         });
     }
 
+    /// At a clean stop: replace the delivery mark written ahead with the exact
+    /// one, so that only messages really handed out come back redelivered.
+    /// (Messages still unacked then are requeued first, so they count too.)
+    pub fn write_exact_mark(&self) {
+        if let Some((store, id)) = self.store.get() {
+            let st = self.state.lock();
+            store.submit(Op::SetDelivered {
+                queue: *id,
+                upto: st.delivered_max,
+            });
+        }
+    }
+
     /// basic.get of an unmarked persisted head: write the mark and wait for it.
     fn mark_now(self: &Arc<Self>, seq: u64) {
         let (tx, rx) = std::sync::mpsc::channel();
@@ -700,6 +717,9 @@ impl Queue {
             let Some(Ok(m)) = st.pop_front().map(Ready::into_queued) else {
                 continue;
             };
+            if m.persisted {
+                st.delivered_max = Some(st.delivered_max.map_or(m.seq, |x| x.max(m.seq)));
+            }
             if no_ack {
                 self.settle([(m.seq, m.persisted)]);
             }
@@ -900,9 +920,12 @@ impl Queue {
             };
             match consumer.conn.deliver(ev, size) {
                 Ok(()) => {
-                    if persisted && consumer.no_ack {
-                        // Delivered without ack: it has left the queue for good.
-                        self.settle([(seq, true)]);
+                    if persisted {
+                        st.delivered_max = Some(st.delivered_max.map_or(seq, |m| m.max(seq)));
+                        if consumer.no_ack {
+                            // Delivered without ack: it has left the queue for good.
+                            self.settle([(seq, true)]);
+                        }
                     }
                     if single_active {
                         st.consumers.push_front(consumer);

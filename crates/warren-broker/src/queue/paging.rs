@@ -158,6 +158,7 @@ impl Queue {
         st.next_seq = st.next_seq.max(seq + 1);
         if redelivered {
             st.mark_durable = st.mark_durable.max(seq + 1);
+            st.delivered_max = Some(st.delivered_max.map_or(seq, |m| m.max(seq)));
         }
         let priority = st.priority_of(&message);
         let size = message.body.len() as u32;
