@@ -37,6 +37,11 @@ RABBIT_ENV = {
 }
 
 
+# Scenarios measured on a freshly started broker (their memory figures would
+# otherwise include what earlier runs left behind).
+FRESH = {"backlog_100b", "connections_1000"}
+
+
 def log(*a):
     print("[compare]", *a, file=sys.stderr, flush=True)
 
@@ -184,6 +189,11 @@ def main():
         for rnd in range(a.rounds):
             for key, title, args, metrics in todo:
                 for b in (rabbit, warren):
+                    if key in FRESH:
+                        # Memory figures need a broker that has not served other runs.
+                        log(f"restarting {b.name} for {key}")
+                        b.stop()
+                        b.start()
                     log(f"round {rnd + 1}/{a.rounds}: {key} on {b.name}")
                     try:
                         r, cmd = perf(b, args)
