@@ -130,8 +130,10 @@ fn with_one_consumer(c: &mut Criterion) {
     group.finish();
 }
 
+/// Plots are off (they triple the run time); `-- --plotting-backend plotters` brings them back.
 fn config() -> Criterion {
     Criterion::default()
+        .without_plots()
         .sample_size(20)
         .warm_up_time(Duration::from_millis(500))
         .measurement_time(Duration::from_secs(2))
