@@ -265,7 +265,9 @@ pub async fn throughput(ctx: &Ctx, mut a: ThroughputArgs) -> i32 {
         1,
     );
     let o = engine::run(plan).await;
-    teardown(ctx, &queues, None).await;
+    if !a.msg.keep_queues {
+        teardown(ctx, &queues, None).await;
+    }
     let mut m = ctx.head(
         "throughput",
         params,
@@ -320,7 +322,9 @@ pub async fn fanout(ctx: &Ctx, mut a: FanoutArgs) -> i32 {
         n as u64,
     );
     let o = engine::run(plan).await;
-    teardown(ctx, &queues, Some(&exchange)).await;
+    if !a.msg.keep_queues {
+        teardown(ctx, &queues, Some(&exchange)).await;
+    }
     let mut m = ctx.head(
         "fanout",
         params,
@@ -392,7 +396,9 @@ pub async fn latency(ctx: &Ctx, mut a: LatencyArgs) -> i32 {
         1,
     );
     let o = engine::run(plan).await;
-    teardown(ctx, &queues, None).await;
+    if !a.msg.keep_queues {
+        teardown(ctx, &queues, None).await;
+    }
     let mut m = ctx.head(
         "latency",
         params,
@@ -517,7 +523,9 @@ pub async fn backlog(ctx: &Ctx, mut a: BacklogArgs) -> i32 {
     } else {
         None
     };
-    teardown(ctx, &queues, None).await;
+    if !a.msg.keep_queues {
+        teardown(ctx, &queues, None).await;
+    }
     let mut m = ctx.head(
         "backlog",
         params,
