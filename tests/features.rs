@@ -362,6 +362,45 @@ async fn rejected_message_is_dead_lettered_with_x_death() {
     ));
 }
 
+/// A client-supplied x-death count at i64::MAX must not overflow (found by fuzzing).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn x_death_count_saturates_instead_of_overflowing() {
+    let broker = start_broker().await;
+    let (_conn, ch) = connect_channel(&broker).await;
+    dlx_setup(&ch, &[]).await;
+    let death = table([
+        ("count", AMQPValue::LongLongInt(i64::MAX)),
+        ("reason", lstr("rejected")),
+        ("queue", lstr("work")),
+    ]);
+    let headers = table([(
+        "x-death",
+        AMQPValue::FieldArray(FieldArray::from(vec![AMQPValue::FieldTable(death)])),
+    )]);
+    publish_props(
+        &ch,
+        "",
+        "work",
+        b"old",
+        BasicProperties::default().with_headers(headers),
+    )
+    .await;
+    let m = get(&ch, "work").await.unwrap();
+    within(
+        "reject",
+        m.delivery.reject(BasicRejectOptions { requeue: false }),
+    )
+    .await
+    .unwrap();
+    sync(&ch).await;
+    let dead = get_opts(&ch, "dlq", true).await.expect("dead-lettered");
+    let death = x_death(&dead.delivery.properties);
+    assert!(matches!(
+        death.inner().get("count"),
+        Some(AMQPValue::LongLongInt(i64::MAX))
+    ));
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn nack_with_requeue_is_not_dead_lettered() {
     let broker = start_broker().await;

@@ -39,6 +39,14 @@ pub fn check_table(data: &[u8]) -> Result<usize, TableShapeError> {
         if is_table {
             // key: shortstr
             let klen = *data.get(pos).ok_or(TableShapeError::Malformed)? as usize;
+            // Keys must be UTF-8: the decoder behind this guard refuses anything
+            // else, and a table it cannot read would later be mistaken for none.
+            let key = data
+                .get(pos + 1..pos + 1 + klen)
+                .ok_or(TableShapeError::Malformed)?;
+            if std::str::from_utf8(key).is_err() {
+                return Err(TableShapeError::Malformed);
+            }
             pos += 1 + klen;
         }
         let tag = *data.get(pos).ok_or(TableShapeError::Malformed)?;
@@ -168,6 +176,11 @@ mod tests {
         let t = [0, 0, 0, 7, 1, b'a', b'S', 0, 0, 0, 200];
         assert_eq!(check_table(&t), Err(TableShapeError::Malformed));
         assert_eq!(check_table(&[0, 0, 0, 0]), Ok(4));
+        // A key that is not UTF-8 is refused (the decoder after us would fail).
+        assert_eq!(
+            check_table(&[0, 0, 0, 3, 1, 0xFF, b'V']),
+            Err(TableShapeError::Malformed)
+        );
     }
 
     #[test]

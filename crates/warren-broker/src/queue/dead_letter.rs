@@ -141,7 +141,10 @@ fn dead_lettered(
                 Some(v) => crate::queue::args::integer(v).unwrap_or(0) as i64,
                 None => 0,
             };
-            t.insert("count".into(), AMQPValue::LongLongInt(count + 1));
+            t.insert(
+                "count".into(),
+                AMQPValue::LongLongInt(count.saturating_add(1)),
+            );
             t
         }
         None => {
