@@ -69,10 +69,9 @@ apt_install() {
         { apt-get update -q >&2 && DEBIAN_FRONTEND=noninteractive apt-get install -y -q "$@" >&2; }
 }
 
-# ---- Python venv with pika ------------------------------------------------
+# ---- Python venv with pika, kombu, aio-pika ------------------------------------------------
 VENV="$HERE/.venv"
 PY="$VENV/bin/python"
-PIKA_PIN="$(grep -i '^pika==' "$HERE/requirements.txt" | cut -d= -f3)"
 if [ ! -x "$PY" ]; then
     command -v python3 >/dev/null || apt_install python3
     if ! python3 -m venv "$VENV" >&2 2>/dev/null; then
@@ -81,7 +80,18 @@ if [ ! -x "$PY" ]; then
         python3 -m venv "$VENV" >&2
     fi
 fi
-if [ "$("$PY" -c 'import pika; print(pika.__version__)' 2>/dev/null)" != "$PIKA_PIN" ]; then
+# every pin in requirements.txt (pika, kombu, aio-pika and their pinned deps) must be installed
+if ! "$PY" - "$HERE/requirements.txt" 2>/dev/null <<'EOF'
+import sys
+from importlib.metadata import version
+for line in open(sys.argv[1]):
+    line = line.split("#")[0].strip()
+    if "==" in line:
+        name, pin = line.split("==", 1)
+        if version(name.strip()) != pin.strip():
+            sys.exit(1)
+EOF
+then
     log "installing $(cat "$HERE/requirements.txt") into $VENV"
     "$PY" -m pip install -q --disable-pip-version-check -r "$HERE/requirements.txt" >&2
 fi

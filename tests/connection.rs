@@ -59,7 +59,7 @@ async fn server_properties_and_capabilities() {
 
     let props = start.server_properties.inner();
     match props.get("product") {
-        Some(AMQPValue::LongString(s)) => assert_eq!(s.to_string(), "Warren"),
+        Some(AMQPValue::LongString(s)) => assert_eq!(s.to_string(), "RabbitMQ"),
         other => panic!("product: {other:?}"),
     }
     for key in ["version", "platform", "copyright", "information"] {

@@ -72,7 +72,8 @@ def _client_of(module_name):
     return CLIENT_NAMES.get(pkg, pkg)
 
 
-CLIENT_NAMES = {"pika_blocking": "pika", "raw": "raw"}
+CLIENT_NAMES = {"pika_blocking": "pika", "raw": "raw", "pika_async": "pika-async",
+                "kombu_client": "kombu", "aio_pika_client": "aio-pika", "amqplib": "amqplib"}
 
 
 def _register(s):
@@ -122,7 +123,7 @@ def external(area, name, argv, client, cwd=None, timeout=DEFAULT_TIMEOUT,
 # Report order of areas; areas not listed come after these, alphabetically.
 AREA_ORDER = ["connection", "handshake", "channel", "exchange", "queue", "queue-features", "basic",
               "confirms", "tx", "reply-to", "patterns", "large", "frames", "tables"]
-CLIENT_ORDER = ["pika", "raw"]
+CLIENT_ORDER = ["pika", "pika-async", "kombu", "aio-pika", "amqplib", "raw"]
 
 
 def load_all():

@@ -32,6 +32,10 @@ pub struct Config {
     /// Resident memory above which publishers are blocked (RabbitMQ's memory
     /// alarm); `None` disables the alarm.
     pub memory_high_watermark: Option<u64>,
+    /// `product` and `version` announced in connection.start. Clients key
+    /// behaviour on them, so the default names the RabbitMQ Warren emulates.
+    pub server_product: String,
+    pub server_version: String,
 }
 
 impl Default for Config {
@@ -45,6 +49,8 @@ impl Default for Config {
             users: vec![("guest".into(), "guest".into())],
             loopback_users: vec!["guest".into()],
             memory_high_watermark: crate::memory::default_watermark(),
+            server_product: "RabbitMQ".into(),
+            server_version: "3.10.8".into(),
         }
     }
 }

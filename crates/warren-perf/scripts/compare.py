@@ -40,6 +40,7 @@ RABBIT_ENV = {
 # Scenarios measured on a freshly started broker (their memory figures would
 # otherwise include what earlier runs left behind).
 FRESH = {"backlog_100b", "connections_1000"}
+NOTES_MARKER = "<!-- notes: kept when the script regenerates the tables above -->"
 
 
 def log(*a):
@@ -270,8 +271,18 @@ def write_report(a, rabbit, warren, results, commands, startup):
     for key, cmd in commands.items():
         lines.append(f"- `{key}`: `{cmd} --url <broker> --broker-pid <pid>`")
     lines.append("")
+    # Keep the hand-written analysis that follows the marker in the old file.
+    notes = ""
+    try:
+        old = open(a.out).read()
+        if NOTES_MARKER in old:
+            notes = old[old.index(NOTES_MARKER):]
+    except OSError:
+        pass
     with open(a.out, "w") as f:
         f.write("\n".join(lines))
+        if notes:
+            f.write("\n" + notes)
     log(f"wrote {a.out}")
 
 

@@ -183,13 +183,19 @@ impl Conn {
         if !mechs.split(' ').any(|m| m == "PLAIN") {
             bail!("broker does not offer PLAIN authentication (offers '{mechs}')");
         }
-        c.server = format!(
-            "{} {}",
-            prop_str(&start.server_properties, "product").unwrap_or_else(|| "?".into()),
-            prop_str(&start.server_properties, "version").unwrap_or_default()
-        )
-        .trim()
-        .to_owned();
+        // Warren announces itself as the RabbitMQ it emulates; `platform` names it
+        // ("Warren <version> (Rust)").
+        let platform = prop_str(&start.server_properties, "platform").unwrap_or_default();
+        c.server = match platform.strip_prefix("Warren ") {
+            Some(rest) => format!("Warren {}", rest.trim_end_matches(" (Rust)")),
+            None => format!(
+                "{} {}",
+                prop_str(&start.server_properties, "product").unwrap_or_else(|| "?".into()),
+                prop_str(&start.server_properties, "version").unwrap_or_default()
+            )
+            .trim()
+            .to_owned(),
+        };
         let mut caps = FieldTable::default();
         for cap in [
             "publisher_confirms",

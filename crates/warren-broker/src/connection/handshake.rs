@@ -31,15 +31,23 @@ impl Connection {
         }
         let mut props = FieldTable::default();
         props.insert("capabilities".into(), AMQPValue::FieldTable(caps));
+        let cfg = &self.broker.config;
+        let platform = format!("Warren {} (Rust)", env!("CARGO_PKG_VERSION"));
+        let information = format!(
+            "Warren {}, an AMQP 0-9-1 broker that behaves like RabbitMQ {}",
+            env!("CARGO_PKG_VERSION"),
+            cfg.server_version
+        );
+        // Client libraries switch behaviour on product and version (kombu picks
+        // Celery's global QoS only for "RabbitMQ" 3.3–3.x), so Warren presents
+        // itself as the RabbitMQ it emulates; `platform` ("Warren <version> (Rust)")
+        // and `information` name it. No extra keys: clients compare the key set.
         for (k, v) in [
-            ("product", "Warren"),
-            ("version", env!("CARGO_PKG_VERSION")),
-            ("platform", "Rust"),
+            ("product", cfg.server_product.as_str()),
+            ("version", cfg.server_version.as_str()),
+            ("platform", platform.as_str()),
             ("copyright", "Copyright (c) the Warren authors"),
-            (
-                "information",
-                "An AMQP 0-9-1 broker compatible with RabbitMQ clients",
-            ),
+            ("information", information.as_str()),
             ("cluster_name", "warren"),
         ] {
             props.insert(k.into(), AMQPValue::LongString(LongString::from(v)));
