@@ -14,7 +14,7 @@ use amq_protocol::types::AMQPValue;
 /// The type atom `rabbit_binary_parser` tags a decoded field with. `ShortString` never comes
 /// off the wire (RabbitMQ reads `s` as a short int); it is reported as `longstr`, the string
 /// type it stands for.
-pub(crate) fn type_name(v: &AMQPValue) -> &'static str {
+pub fn type_name(v: &AMQPValue) -> &'static str {
     match v {
         AMQPValue::Boolean(_) => "bool",
         AMQPValue::ShortShortInt(_) => "byte",
@@ -37,7 +37,7 @@ pub(crate) fn type_name(v: &AMQPValue) -> &'static str {
 }
 
 /// `~tp` of the decoded value.
-pub(crate) fn value(v: &AMQPValue) -> String {
+pub fn value(v: &AMQPValue) -> String {
     let mut s = String::new();
     write_value(&mut s, v);
     s

@@ -10,7 +10,7 @@
 #![warn(missing_docs)]
 
 mod direct;
-mod erl_fmt;
+pub mod erl_fmt;
 mod fanout;
 mod headers;
 mod indexed;
