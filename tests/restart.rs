@@ -290,33 +290,84 @@ async fn a_second_broker_on_the_same_directory_is_refused() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_corrupt_store_stops_start_up_with_an_error_naming_the_file() {
-    for (engine, file) in [(warren::EngineKind::Redb, "warren.redb")] {
-        let dir = tempfile::tempdir().unwrap();
-        {
-            let broker = start(dir.path(), engine).await;
-            let (conn, ch) = connect_channel(&broker).await;
-            ch.queue_declare("q".into(), durable(), FieldTable::default())
-                .await
-                .unwrap();
-            drop(conn);
-            broker.shutdown().await;
-        }
-        let path = dir.path().join(file);
-        let mut bytes = std::fs::read(&path).unwrap();
-        for b in bytes.iter_mut().take(4096) {
-            *b = 0xA5;
-        }
-        std::fs::write(&path, &bytes).unwrap();
-        let err = warren::Broker::builder()
-            .port(0)
-            .data_dir(dir.path(), engine)
-            .start()
+    let engine = warren::EngineKind::Redb;
+    let dir = tempfile::tempdir().unwrap();
+    {
+        let broker = start(dir.path(), engine).await;
+        let (conn, ch) = connect_channel(&broker).await;
+        ch.queue_declare("q".into(), durable(), FieldTable::default())
             .await
-            .err()
-            .expect("start-up must refuse a corrupt store");
-        assert!(
-            err.to_string().contains(file),
-            "the error names the file: {err}"
-        );
+            .unwrap();
+        drop(conn);
+        broker.shutdown().await;
     }
+    let path = dir.path().join("warren.redb");
+    let mut bytes = std::fs::read(&path).unwrap();
+    for b in bytes.iter_mut().take(4096) {
+        *b = 0xA5;
+    }
+    std::fs::write(&path, &bytes).unwrap();
+    let err = warren::Broker::builder()
+        .port(0)
+        .data_dir(dir.path(), engine)
+        .start()
+        .await
+        .err()
+        .expect("start-up must refuse a corrupt store");
+    assert!(
+        err.to_string().contains("warren.redb"),
+        "the error names the file: {err}"
+    );
+}
+
+/// sled starts empty from a damaged file instead of failing; the directory's
+/// STORE marker catches that, so no broker comes up having silently lost its data.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_sled_store_that_lost_its_data_is_refused() {
+    let engine = warren::EngineKind::Sled;
+    let dir = tempfile::tempdir().unwrap();
+    {
+        let broker = start(dir.path(), engine).await;
+        let (conn, ch) = connect_channel(&broker).await;
+        ch.queue_declare("q".into(), durable(), FieldTable::default())
+            .await
+            .unwrap();
+        drop(conn);
+        broker.shutdown().await;
+    }
+    let path = dir.path().join("warren.sled").join("db");
+    let mut bytes = std::fs::read(&path).unwrap();
+    let n = bytes.len().min(4096);
+    for b in bytes.iter_mut().take(n) {
+        *b = 0xA5;
+    }
+    std::fs::write(&path, &bytes).unwrap();
+    let err = warren::Broker::builder()
+        .port(0)
+        .data_dir(dir.path(), engine)
+        .start()
+        .await
+        .err()
+        .expect("start-up must refuse a store that lost its data");
+    assert!(
+        err.to_string().contains("warren.sled"),
+        "the error names the store: {err}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_directory_keeps_its_engine() {
+    let dir = tempfile::tempdir().unwrap();
+    start(dir.path(), warren::EngineKind::Redb)
+        .await
+        .shutdown()
+        .await;
+    let err = warren::Broker::builder()
+        .port(0)
+        .data_dir(dir.path(), warren::EngineKind::Sled)
+        .start()
+        .await
+        .err()
+        .expect("a redb directory must not be opened as sled");
+    assert!(err.to_string().contains("--store redb"), "{err}");
 }

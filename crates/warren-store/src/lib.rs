@@ -72,16 +72,77 @@ pub enum StoreError {
 
 /// Open the engine of `kind` in `dir` (created if missing), holding the
 /// directory's lock file for as long as the engine lives.
+///
+/// A small marker file (`STORE`) records which engine the directory was
+/// initialised with. If it is there but the engine comes up empty, the engine
+/// lost its data (sled, for one, starts empty from a damaged file); start-up is
+/// refused rather than serving an empty broker.
 pub fn open(kind: EngineKind, dir: &Path) -> Result<Box<dyn Kv>, StoreError> {
     std::fs::create_dir_all(dir).map_err(|source| StoreError::Dir {
         path: dir.to_owned(),
         source,
     })?;
     let lock = DirLock::acquire(dir)?;
-    let engine: Box<dyn Kv> = match kind {
-        EngineKind::Redb => Box::new(redb_engine::RedbKv::open(&dir.join("warren.redb"), lock)?),
-        EngineKind::Sled => Box::new(sled_engine::SledKv::open(&dir.join("warren.sled"), lock)?),
+    let (file, engine): (PathBuf, Box<dyn Kv>) = match kind {
+        EngineKind::Redb => {
+            let f = dir.join("warren.redb");
+            let e = redb_engine::RedbKv::open(&f, lock)?;
+            (f, Box::new(e))
+        }
+        EngineKind::Sled => {
+            let f = dir.join("warren.sled");
+            let e = sled_engine::SledKv::open(&f, lock)?;
+            (f, Box::new(e))
+        }
     };
+    check_marker(kind, dir, &file, engine)
+}
+
+fn check_marker(
+    kind: EngineKind,
+    dir: &Path,
+    file: &Path,
+    mut engine: Box<dyn Kv>,
+) -> Result<Box<dyn Kv>, StoreError> {
+    let marker = dir.join("STORE");
+    let dir_err = |source| StoreError::Dir {
+        path: dir.to_owned(),
+        source,
+    };
+    match std::fs::read_to_string(&marker) {
+        Ok(recorded) => {
+            let recorded = recorded.trim();
+            if recorded != kind.as_str() {
+                return Err(StoreError::Open {
+                    path: file.to_owned(),
+                    detail: format!(
+                        "{} holds a {recorded} store; start with --store {recorded}",
+                        dir.display()
+                    ),
+                });
+            }
+            if engine.get(layout::VERSION_KEY)?.is_none() {
+                return Err(StoreError::Corrupt {
+                    path: file.to_owned(),
+                    detail: format!(
+                        "the data directory was initialised ({} exists) but the store came up empty",
+                        marker.display()
+                    ),
+                });
+            }
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            // A new directory: write the version first, then the marker.
+            engine.apply(&[KvOp::Put(
+                layout::VERSION_KEY.to_vec(),
+                layout::VERSION.to_vec(),
+            )])?;
+            let mut f = std::fs::File::create(&marker).map_err(dir_err)?;
+            std::io::Write::write_all(&mut f, kind.as_str().as_bytes()).map_err(dir_err)?;
+            f.sync_all().map_err(dir_err)?;
+        }
+        Err(e) => return Err(dir_err(e)),
+    }
     Ok(engine)
 }
 

@@ -35,6 +35,13 @@ fn kv_semantics_match_the_memory_model() {
         let dir = tempfile::tempdir().unwrap();
         let mut kv = open(kind, dir.path()).unwrap();
         let mut model = warren_store::memory_engine::MemoryKv::default();
+        // `open` writes the format version into a new directory.
+        model
+            .apply(&[KvOp::Put(
+                warren_store::layout::VERSION_KEY.to_vec(),
+                warren_store::layout::VERSION.to_vec(),
+            )])
+            .unwrap();
         let batches = vec![
             vec![
                 KvOp::Put(b"a1".to_vec(), b"x".to_vec()),
