@@ -129,7 +129,7 @@ async fn accept_loop(
 
 async fn run_connection(broker: Arc<Broker>, stream: TcpStream, peer: SocketAddr) {
     let _ = stream.set_nodelay(true);
-    tracing::debug!(peer = %peer, "connection accepted");
+    tracing::info!(peer = %peer, "connection accepted");
     let (handle, mut inbox) = broker.register_connection();
     let (mut reader, writer) = stream.into_split();
     let (out_tx, out_rx) = mpsc::unbounded_channel::<Bytes>();
@@ -213,6 +213,7 @@ async fn run_connection(broker: Arc<Broker>, stream: TcpStream, peer: SocketAddr
         conn = conn.id(),
         peer = %peer,
         user = conn.user(),
+        vhost = conn.vhost_name(),
         reason = conn.close_reason().unwrap_or("client closed the socket"),
         "connection closed"
     );

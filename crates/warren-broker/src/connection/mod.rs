@@ -168,6 +168,11 @@ impl Connection {
         &self.user
     }
 
+    /// The vhost the connection opened ("" before connection.open).
+    pub fn vhost_name(&self) -> &str {
+        self.vhost.as_ref().map_or("", |v| v.name.as_str())
+    }
+
     /// Bytes to write to the socket, if any.
     pub fn take_output(&mut self, now: Instant) -> Option<Bytes> {
         if self.out.is_empty() {
