@@ -11,7 +11,7 @@ use std::sync::{Arc, OnceLock};
 use amq_protocol::types::FieldTable;
 use dashmap::DashMap;
 use parking_lot::Mutex;
-use warren_routing::{BindingTable, ExchangeKind};
+use warren_routing::ExchangeKind;
 
 use crate::connection::handle::ConnectionId;
 use crate::error::{AmqpError, AmqpResult};
@@ -136,10 +136,6 @@ impl VHost {
         self.queues.iter().map(|q| q.value().clone()).collect()
     }
 
-    pub fn queue_names(&self) -> Vec<String> {
-        self.queues.iter().map(|q| q.key().clone()).collect()
-    }
-
     /// A queue this connection may use: exists, and is not another connection's exclusive queue.
     pub fn usable_queue(&self, name: &str, conn: ConnectionId) -> AmqpResult<Arc<Queue>> {
         let q = self.queue(name).ok_or_else(|| self.no_queue(name))?;
@@ -237,11 +233,16 @@ impl VHost {
 
     pub fn delete_exchange(&self, name: &str, if_unused: bool) -> AmqpResult<()> {
         let _t = self.topology.lock();
-        if name.is_empty() || name.starts_with("amq.") {
+        if name.is_empty() {
             return Err(AmqpError::access_refused(
                 "operation not permitted on the default exchange",
-            )
-            .with_name_check(name, &self.exchange_res(name)));
+            ));
+        }
+        if name.starts_with("amq.") {
+            return Err(AmqpError::access_refused(format!(
+                "deletion of system {} not allowed",
+                self.exchange_res(name)
+            )));
         }
         let Some(x) = self.exchange(name) else {
             return Ok(());
@@ -762,29 +763,6 @@ impl VHost {
                 break;
             }
             ae = alt.alternate.clone();
-        }
-    }
-
-    /// For tests and listings: the binding table of an exchange.
-    pub fn bindings_of(&self, exchange: &str) -> Option<Vec<(Dest, String, FieldTable)>> {
-        self.exchange(exchange).map(|x| {
-            let b: &BindingTable<Dest> = &x.bindings.read();
-            b.bindings()
-        })
-    }
-}
-
-trait NameCheck {
-    fn with_name_check(self, name: &str, res: &str) -> Self;
-}
-
-impl NameCheck for AmqpError {
-    /// RabbitMQ words the refusal differently for `amq.*` and for the default exchange.
-    fn with_name_check(self, name: &str, res: &str) -> Self {
-        if name.is_empty() {
-            self
-        } else {
-            AmqpError::access_refused(format!("deletion of system {res} not allowed"))
         }
     }
 }

@@ -807,10 +807,6 @@ impl Queue {
         self.state.lock().ready.len() as u32
     }
 
-    pub fn consumer_count(&self) -> u32 {
-        self.state.lock().consumers.len() as u32
-    }
-
     /// Flow control: if this queue's consumers are far behind, register `conn`
     /// to be resumed later and return true (the connection should stop reading
     /// until one [`ConnEvent::FlowResume`] per true answer arrives).
