@@ -178,7 +178,7 @@ pub fn encode_content(
     } else {
         (frame_max as usize).saturating_sub(FRAME_OVERHEAD).max(1)
     };
-    out.reserve(body.len() + FRAME_OVERHEAD * (1 + body.len() / chunk.min(body.len().max(1))));
+    out.reserve(body.len() + FRAME_OVERHEAD * (body.len() / chunk + 1));
     for part in body.chunks(chunk) {
         let at = begin_frame(out, FRAME_BODY, channel);
         out.put_slice(part);

@@ -249,12 +249,11 @@ impl Connection {
         let mut barriers = Vec::new();
         for (id, chan) in self.channels.iter_mut() {
             if let Some(c) = chan.confirms.as_mut() {
-                let before = frames.len();
                 if let Some(upto) = c.end_of_batch(&mut frames) {
                     barriers.push((*id, chan.epoch, upto));
                 }
-                for f in frames.drain(before..).collect::<Vec<_>>() {
-                    hot::encode_confirm(&mut self.out, *id, f.0, f.1, f.2);
+                for (ack, tag, multiple) in frames.drain(..) {
+                    hot::encode_confirm(&mut self.out, *id, ack, tag, multiple);
                 }
             }
         }
