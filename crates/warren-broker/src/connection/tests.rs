@@ -84,11 +84,15 @@ impl Client {
     }
 
     fn handshake(&mut self, heartbeat: u16) {
+        self.handshake_with(heartbeat, FieldTable::default());
+    }
+
+    fn handshake_with(&mut self, heartbeat: u16, client_properties: FieldTable) {
         self.send_bytes(b"AMQP\x00\x00\x09\x01");
         self.send(
             0,
             AMQPClass::Connection(conn::AMQPMethod::StartOk(conn::StartOk {
-                client_properties: FieldTable::default(),
+                client_properties,
                 mechanism: "PLAIN".into(),
                 response: LongString::from(&b"\0guest\0guest"[..]),
                 locale: "en_US".into(),
@@ -424,4 +428,38 @@ fn unacked_messages_return_when_the_channel_closes() {
         })),
     );
     assert_eq!(q.counts(), (1, 0));
+}
+
+#[test]
+fn memory_alarm_blocks_publishers_that_understand_it() {
+    use amq_protocol::types::AMQPValue;
+    let b = broker();
+    let mut caps = FieldTable::default();
+    caps.insert("connection.blocked".into(), AMQPValue::Boolean(true));
+    let mut props = FieldTable::default();
+    props.insert("capabilities".into(), AMQPValue::FieldTable(caps));
+    let mut c = Client::new(&b);
+    c.handshake_with(0, props);
+    c.open_channel(1);
+    c.declare(1, "q");
+    b.set_memory_alarm(true);
+    c.pump();
+    // Not a publisher yet: nothing is sent, and it is still read.
+    assert!(c.methods().is_empty());
+    assert!(c.conn.wants_read());
+    c.publish(1, "q", b"x");
+    let blocked = |ms: &[(u16, Method)]| {
+        ms.iter().any(|(_, m)| {
+            matches!(m, Method::Other(AMQPClass::Connection(conn::AMQPMethod::Blocked(b))) if b.reason.as_str() == "low on memory")
+        })
+    };
+    assert!(blocked(&c.methods()));
+    assert!(!c.conn.wants_read(), "a blocked publisher is not read");
+    b.set_memory_alarm(false);
+    c.pump();
+    assert!(c.methods().iter().any(|(_, m)| matches!(
+        m,
+        Method::Other(AMQPClass::Connection(conn::AMQPMethod::Unblocked(_)))
+    )));
+    assert!(c.conn.wants_read());
 }

@@ -1135,3 +1135,38 @@ mod single_active_tests {
         assert_eq!(count(&mut rb), 3);
     }
 }
+
+#[cfg(test)]
+mod flow_tests {
+    use super::tests_support::*;
+    use super::*;
+
+    #[test]
+    fn publishers_pause_while_consumers_lag_and_resume_when_drained() {
+        let q = queue();
+        let (publisher, mut publisher_inbox) = ConnHandle::new(99);
+        assert!(!q.should_pause(&publisher), "no backlog yet");
+        for _ in 0..FLOW_HIGH {
+            q.publish(message());
+        }
+        // A backlog without consumers never pauses anyone.
+        assert!(!q.should_pause(&publisher));
+        let (slow, _slow_inbox) = consumer(1, "slow", 1, 0);
+        q.add_consumer(slow).unwrap(); // takes one message (prefetch 1)
+        q.publish(message());
+        assert!(q.should_pause(&publisher), "consumers are far behind");
+        assert!(
+            !q.should_pause(&publisher),
+            "one pause per waiting connection"
+        );
+        // A connection consuming from the queue itself is never paused.
+        let (own, _own_inbox) = ConnHandle::new(1);
+        assert!(!q.should_pause(&own));
+        assert!(publisher_inbox.try_recv().is_err());
+        q.purge();
+        assert!(matches!(
+            publisher_inbox.try_recv(),
+            Ok(ConnEvent::FlowResume)
+        ));
+    }
+}
