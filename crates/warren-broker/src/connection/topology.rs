@@ -167,14 +167,21 @@ impl Connection {
         Ok(())
     }
 
-    pub(super) fn on_queue_bind(&mut self, id: u16, b: queue::Bind) -> AmqpResult<()> {
-        let vhost = self.vhost()?;
-        let name = self.resolve_queue_name(id, b.queue.as_str())?;
-        let key = if b.queue.as_str().is_empty() && b.routing_key.as_str().is_empty() {
+    /// The queue and routing key of queue.bind/unbind: an empty queue name means
+    /// the channel's last declared queue, and then an empty key means its name.
+    fn binding_target(&mut self, id: u16, queue: &str, key: &str) -> AmqpResult<(String, String)> {
+        let name = self.resolve_queue_name(id, queue)?;
+        let key = if queue.is_empty() && key.is_empty() {
             name.clone()
         } else {
-            b.routing_key.as_str().to_owned()
+            key.to_owned()
         };
+        Ok((name, key))
+    }
+
+    pub(super) fn on_queue_bind(&mut self, id: u16, b: queue::Bind) -> AmqpResult<()> {
+        let vhost = self.vhost()?;
+        let (name, key) = self.binding_target(id, b.queue.as_str(), b.routing_key.as_str())?;
         vhost.bind(
             b.exchange.as_str(),
             Dest::Queue(name.as_str().into()),
@@ -193,12 +200,7 @@ impl Connection {
 
     pub(super) fn on_queue_unbind(&mut self, id: u16, u: queue::Unbind) -> AmqpResult<()> {
         let vhost = self.vhost()?;
-        let name = self.resolve_queue_name(id, u.queue.as_str())?;
-        let key = if u.queue.as_str().is_empty() && u.routing_key.as_str().is_empty() {
-            name.clone()
-        } else {
-            u.routing_key.as_str().to_owned()
-        };
+        let (name, key) = self.binding_target(id, u.queue.as_str(), u.routing_key.as_str())?;
         vhost.unbind(
             u.exchange.as_str(),
             Dest::Queue(name.as_str().into()),
