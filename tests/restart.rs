@@ -371,3 +371,163 @@ async fn a_directory_keeps_its_engine() {
         .expect("a redb directory must not be opened as sled");
     assert!(err.to_string().contains("--store redb"), "{err}");
 }
+
+/// Start on `dir` with the management API (for operator changes).
+async fn start_managed(dir: &std::path::Path, engine: warren::EngineKind) -> warren::Broker {
+    warren::Broker::builder()
+        .port(0)
+        .management_port(Some(0))
+        .data_dir(dir, engine)
+        .start()
+        .await
+        .expect("broker starts on the data directory")
+}
+
+#[tokio::test]
+async fn vhosts_users_and_permissions_survive_a_restart() {
+    use serde_json::json;
+    for engine in engines() {
+        let dir = tempfile::tempdir().unwrap();
+        {
+            let broker = start_managed(dir.path(), engine).await;
+            let api = Api::new(&broker, "guest", "guest");
+            let meta = json!({"description": "kept", "tags": "prod"});
+            assert_eq!(api.put("/vhosts/v1", meta).await.0, 201);
+            assert_eq!(api.put("/vhosts/gone", json!({})).await.0, 201);
+            let user = json!({"password": "secret", "tags": "monitoring"});
+            assert_eq!(api.put("/users/bob", user).await.0, 201);
+            let perms =
+                json!({"configure": "^bob-", "write": "^bob-|amq.default", "read": "^bob-"});
+            assert_eq!(api.put("/permissions/v1/bob", perms).await.0, 201);
+            assert_eq!(
+                api.put("/users/temp", json!({"password": "t", "tags": ""}))
+                    .await
+                    .0,
+                201
+            );
+            // A durable queue with a persistent message in v1 and in a vhost
+            // that is deleted before the stop.
+            for vhost in ["v1", "gone"] {
+                let user = if vhost == "v1" { "bob" } else { "guest" };
+                let pass = if vhost == "v1" { "secret" } else { "guest" };
+                let conn = try_connect(&url_for(&broker, user, pass, vhost))
+                    .await
+                    .unwrap();
+                let ch = open_channel(&conn).await;
+                ch.confirm_select(Default::default()).await.unwrap();
+                ch.queue_declare("bob-q".into(), durable(), FieldTable::default())
+                    .await
+                    .unwrap();
+                ch.basic_publish(
+                    "".into(),
+                    "bob-q".into(),
+                    Default::default(),
+                    b"kept",
+                    persistent(),
+                )
+                .await
+                .unwrap()
+                .await
+                .unwrap();
+                conn.close(200, "bye".into()).await.unwrap();
+            }
+            assert_eq!(api.delete("/vhosts/gone").await.0, 204);
+            assert_eq!(api.delete("/users/temp").await.0, 204);
+            broker.shutdown().await;
+        }
+        let broker = start_managed(dir.path(), engine).await;
+        let api = Api::new(&broker, "guest", "guest");
+        let (_, v) = api.get("/vhosts/v1").await;
+        assert_eq!(
+            (v["description"].clone(), v["tags"].clone()),
+            (json!("kept"), json!(["prod"])),
+            "{engine:?}"
+        );
+        assert_eq!(
+            api.get("/vhosts/gone").await.0,
+            404,
+            "{engine:?}: deleted vhost"
+        );
+        assert_eq!(
+            api.get("/users/temp").await.0,
+            404,
+            "{engine:?}: deleted user"
+        );
+        let (_, u) = api.get("/users/bob").await;
+        assert_eq!(u["tags"], json!(["monitoring"]), "{engine:?}");
+        assert_eq!(
+            api.get("/permissions/v1/bob").await,
+            (
+                200,
+                json!({"user": "bob", "vhost": "v1", "configure": "^bob-", "write": "^bob-|amq.default", "read": "^bob-"})
+            ),
+            "{engine:?}"
+        );
+        // bob logs in with the same password, sees his message, and his
+        // permissions still bind him.
+        let conn = try_connect(&url_for(&broker, "bob", "secret", "v1"))
+            .await
+            .expect("bob logs in after the restart");
+        let ch = open_channel(&conn).await;
+        let got = get(&ch, "bob-q").await.expect("bob's persistent message");
+        assert_eq!(got.delivery.data, b"kept", "{engine:?}");
+        let err = expect_err(
+            "declare outside bob's pattern",
+            ch.queue_declare("other".into(), Default::default(), FieldTable::default())
+                .await,
+        );
+        assert_closed_with(
+            &err,
+            403,
+            "ACCESS_REFUSED - access to queue 'other' in vhost 'v1' refused for user 'bob'",
+        );
+        // Re-creating the deleted vhost gives an empty one: its queue went with it.
+        assert_eq!(api.put("/vhosts/gone", json!({})).await.0, 201);
+        assert_eq!(
+            api.get("/queues/gone").await,
+            (200, json!([])),
+            "{engine:?}"
+        );
+        broker.shutdown().await;
+    }
+}
+
+#[tokio::test]
+async fn a_deleted_default_user_stays_deleted() {
+    use serde_json::json;
+    let dir = tempfile::tempdir().unwrap();
+    let engine = warren::EngineKind::Redb;
+    {
+        let broker = start_managed(dir.path(), engine).await;
+        let api = Api::new(&broker, "guest", "guest");
+        assert_eq!(
+            api.put(
+                "/users/admin",
+                json!({"password": "s3cret", "tags": "administrator"})
+            )
+            .await
+            .0,
+            201
+        );
+        let all = json!({"configure": ".*", "write": ".*", "read": ".*"});
+        assert_eq!(api.put("/permissions/%2F/admin", all).await.0, 201);
+        assert_eq!(
+            Api::new(&broker, "admin", "s3cret")
+                .delete("/users/guest")
+                .await
+                .0,
+            204
+        );
+        broker.shutdown().await;
+    }
+    let broker = start_managed(dir.path(), engine).await;
+    let err = expect_err(
+        "guest logs in after being deleted",
+        try_connect(&url_for(&broker, "guest", "guest", "/")).await,
+    );
+    assert!(format!("{err}").contains("ACCESS_REFUSED"), "{err}");
+    try_connect(&url_for(&broker, "admin", "s3cret", "/"))
+        .await
+        .expect("the operator's own admin logs in");
+    broker.shutdown().await;
+}

@@ -815,3 +815,105 @@ impl RawClient {
         self.send_bytes(&out).await;
     }
 }
+
+// ----- management API -----------------------------------------------------------------
+
+/// A broker with the management API on an ephemeral port.
+pub async fn start_broker_with_management() -> warren::Broker {
+    warren::Broker::builder()
+        .port(0)
+        .management_port(Some(0))
+        .start()
+        .await
+        .expect("start the broker")
+}
+
+/// A client for the broker's HTTP management API (RabbitMQ's /api), logged
+/// in as one user. Requests run on a blocking thread so the broker keeps
+/// serving on the test's runtime.
+#[derive(Clone)]
+pub struct Api {
+    base: String,
+    auth: Option<String>,
+}
+
+/// Status and JSON body (Null when empty) of an API reply.
+pub type ApiReply = (u16, serde_json::Value);
+
+impl Api {
+    pub fn new(broker: &warren::Broker, user: &str, password: &str) -> Api {
+        use base64::Engine;
+        let addr = broker
+            .management_addr()
+            .expect("the broker serves the management API");
+        let token = base64::engine::general_purpose::STANDARD.encode(format!("{user}:{password}"));
+        Api {
+            base: format!("http://127.0.0.1:{}/api", addr.port()),
+            auth: Some(format!("Basic {token}")),
+        }
+    }
+
+    /// The same API without credentials.
+    pub fn anonymous(&self) -> Api {
+        Api {
+            base: self.base.clone(),
+            auth: None,
+        }
+    }
+
+    pub async fn get(&self, path: &str) -> ApiReply {
+        self.call("GET", path, None).await
+    }
+
+    pub async fn put(&self, path: &str, body: serde_json::Value) -> ApiReply {
+        self.call("PUT", path, Some(body.to_string())).await
+    }
+
+    /// PUT with a raw body (for malformed-input tests).
+    pub async fn put_raw(&self, path: &str, body: &str) -> ApiReply {
+        self.call("PUT", path, Some(body.to_owned())).await
+    }
+
+    pub async fn delete(&self, path: &str) -> ApiReply {
+        self.call("DELETE", path, None).await
+    }
+
+    async fn call(&self, method: &str, path: &str, body: Option<String>) -> ApiReply {
+        let url = format!("{}{path}", self.base);
+        let auth = self.auth.clone();
+        let method = method.to_owned();
+        let what = format!("{method} {url}");
+        tokio::task::spawn_blocking(move || {
+            let agent: ureq::Agent = ureq::Agent::config_builder()
+                .http_status_as_error(false)
+                .timeout_global(Some(WAIT))
+                .build()
+                .into();
+            let req = ureq::http::Request::builder()
+                .method(method.as_str())
+                .uri(&url)
+                .header("content-type", "application/json");
+            let req = match &auth {
+                Some(a) => req.header("authorization", a),
+                None => req,
+            };
+            let req = req
+                .body(body.unwrap_or_default())
+                .expect("a well-formed request");
+            let mut resp = agent.run(req).expect("the management API answers");
+            let status = resp.status().as_u16();
+            let text = resp
+                .body_mut()
+                .read_to_string()
+                .expect("a readable response body");
+            let json = if text.is_empty() {
+                serde_json::Value::Null
+            } else {
+                serde_json::from_str(&text).unwrap_or(serde_json::Value::String(text))
+            };
+            (status, json)
+        })
+        .await
+        .unwrap_or_else(|e| panic!("{what}: {e}"))
+    }
+}

@@ -7,6 +7,7 @@ use std::time::Duration;
 
 use dashmap::DashMap;
 
+use crate::access::Access;
 use crate::connection::handle::{ConnEvent, ConnHandle, ConnectionId};
 use crate::persist::Persistence;
 use crate::vhost::VHost;
@@ -25,8 +26,12 @@ pub struct Config {
     pub max_message_size: u64,
     /// Time allowed from TCP accept to connection.open-ok.
     pub handshake_timeout: Duration,
-    /// Users and their passwords.
-    pub users: Vec<(String, String)>,
+    /// The user, password and vhost created on first start, when the store is
+    /// new (RabbitMQ's `default_user`, `default_pass`, `default_vhost`); the
+    /// user gets the `administrator` tag and full permissions on the vhost.
+    pub default_user: String,
+    pub default_pass: String,
+    pub default_vhost: String,
     /// Users who may only connect from a loopback address.
     pub loopback_users: Vec<String>,
     /// Resident memory above which publishers are blocked (RabbitMQ's memory
@@ -46,7 +51,9 @@ impl Default for Config {
             heartbeat: 60,
             max_message_size: 128 * 1024 * 1024,
             handshake_timeout: Duration::from_secs(10),
-            users: vec![("guest".into(), "guest".into())],
+            default_user: "guest".into(),
+            default_pass: "guest".into(),
+            default_vhost: "/".into(),
             loopback_users: vec!["guest".into()],
             memory_high_watermark: crate::memory::default_watermark(),
             server_product: "RabbitMQ".into(),
@@ -76,9 +83,11 @@ impl std::fmt::Display for LoginRefused {
 #[derive(Debug)]
 pub struct Broker {
     pub config: Config,
-    persist: OnceLock<Arc<Persistence>>,
-    vhosts: DashMap<String, Arc<VHost>>,
-    connections: DashMap<ConnectionId, Arc<ConnHandle>>,
+    pub(crate) persist: OnceLock<Arc<Persistence>>,
+    pub(crate) vhosts: DashMap<String, Arc<VHost>>,
+    /// Users and permissions.
+    pub access: Access,
+    pub(crate) connections: DashMap<ConnectionId, Arc<ConnHandle>>,
     next_connection: AtomicU64,
     warned_quorum: AtomicBool,
     memory_alarm: AtomicBool,
@@ -89,14 +98,16 @@ pub struct Broker {
 impl Broker {
     /// A broker that keeps everything in memory.
     pub fn new(config: Config) -> Arc<Broker> {
-        Broker::build(config, None)
+        let broker = Broker::build(config);
+        broker.create_defaults();
+        broker
     }
 
     /// A broker on a store: durable definitions and messages are read back
     /// from `recovery`, then the storage thread starts and takes every write.
     pub fn with_store(config: Config, recovery: Recovery) -> Result<Arc<Broker>, String> {
         let next_id = crate::recovery::next_queue_id(&recovery.recovered);
-        let broker = Broker::build(config, None);
+        let broker = Broker::build(config);
         let restored = crate::recovery::restore(&broker, &recovery)?;
         // Definitions and messages are back: now start writing.
         let store = Arc::new(recovery.start().map_err(|e| e.to_string())?);
@@ -109,24 +120,30 @@ impl Broker {
                 .store
                 .submit(warren_store::Op::DelQueue { queue: id });
         }
+        for record in &restored.stale {
+            persist.delete(record);
+        }
         let _ = broker.persist.set(persist);
+        if !restored.defaults_created {
+            // A new store, or one written before vhosts were recorded.
+            for v in broker.vhosts() {
+                let meta = v.meta.read().clone();
+                broker.put_vhost(&v.name, meta);
+            }
+            broker.create_defaults();
+        }
         for q in &restored.queues {
             q.start_timers();
         }
         Ok(broker)
     }
 
-    fn build(config: Config, persist: Option<Arc<Persistence>>) -> Arc<Broker> {
-        let vhosts = DashMap::new();
-        vhosts.insert("/".to_owned(), Arc::new(VHost::new("/", persist.clone())));
-        let cell = OnceLock::new();
-        if let Some(p) = persist {
-            let _ = cell.set(p);
-        }
+    fn build(config: Config) -> Arc<Broker> {
         Arc::new(Broker {
             config,
-            persist: cell,
-            vhosts,
+            persist: OnceLock::new(),
+            vhosts: DashMap::new(),
+            access: Access::default(),
             connections: DashMap::new(),
             next_connection: AtomicU64::new(1),
             warned_quorum: AtomicBool::new(false),
@@ -172,10 +189,10 @@ impl Broker {
         password: &str,
         peer: IpAddr,
     ) -> Result<(), LoginRefused> {
-        let Some((_, pw)) = self.config.users.iter().find(|(u, _)| u == user) else {
+        if self.access.user(user).is_none() {
             return Err(LoginRefused::UnknownUser(user.to_owned()));
-        };
-        if pw != password {
+        }
+        if self.access.check_password(user, password).is_none() {
             return Err(LoginRefused::BadPassword(user.to_owned()));
         }
         let loopback = match peer {

@@ -2,6 +2,8 @@
 //! connection and channel state machines, plus the tokio driver that runs them.
 #![forbid(unsafe_code)]
 
+pub mod access;
+pub mod admin;
 pub mod broker;
 pub mod connection;
 pub mod error;

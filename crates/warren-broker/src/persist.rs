@@ -1,5 +1,5 @@
-//! Durable definitions: what the broker writes to the store about exchanges,
-//! queues and bindings, and the keys it files them under. Messages are
+//! Durable definitions: what the broker writes to the store about vhosts, users,
+//! permissions, exchanges, queues and bindings, and the keys it files them under. Messages are
 //! written by the queues themselves (`queue/mod.rs`).
 //!
 //! RabbitMQ's rules: durable exchanges and durable, non-exclusive queues are
@@ -18,6 +18,29 @@ use crate::message::Message;
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "kind", rename_all = "snake_case")]
 pub enum MetaRecord {
+    /// Written once, when the default vhost and user were created: a store
+    /// that has it never gets them again (an operator may have deleted them).
+    Defaults,
+    Vhost {
+        name: String,
+        #[serde(default)]
+        description: String,
+        #[serde(default)]
+        tags: Vec<String>,
+    },
+    User {
+        name: String,
+        password_hash: String,
+        hashing_algorithm: String,
+        tags: Vec<String>,
+    },
+    Permission {
+        vhost: String,
+        user: String,
+        configure: String,
+        write: String,
+        read: String,
+    },
     Exchange {
         vhost: String,
         name: String,
@@ -59,6 +82,12 @@ impl MetaRecord {
     /// The store key: unique per exchange, queue, or binding identity.
     pub fn key(&self) -> Vec<u8> {
         match self {
+            MetaRecord::Defaults => b"defaults".to_vec(),
+            MetaRecord::Vhost { name, .. } => key(&[b"v", name.as_bytes()]),
+            MetaRecord::User { name, .. } => key(&[b"u", name.as_bytes()]),
+            MetaRecord::Permission { vhost, user, .. } => {
+                key(&[b"p", vhost.as_bytes(), user.as_bytes()])
+            }
             MetaRecord::Exchange { vhost, name, .. } => {
                 key(&[b"x", vhost.as_bytes(), name.as_bytes()])
             }

@@ -1,4 +1,5 @@
-//! Start-up from a store: definitions first (exchanges, queues, bindings), then
+//! Start-up from a store: definitions first (vhosts, users, permissions,
+//! exchanges, queues, bindings), then
 //! each durable queue's messages in order, marked redelivered when they may
 //! have reached a consumer before the stop.
 
@@ -31,6 +32,10 @@ pub(crate) struct Restored {
     pub queues: Vec<Arc<Queue>>,
     /// Ids with stored messages but no queue definition (a delete cut short by a crash).
     pub orphans: Vec<u64>,
+    /// Definitions left behind by a vhost or user delete cut short by a crash.
+    pub stale: Vec<MetaRecord>,
+    /// The store has had its default vhost and user created (at its first start).
+    pub defaults_created: bool,
 }
 
 pub(crate) fn restore(broker: &Arc<Broker>, recovery: &Recovery) -> Result<Restored, String> {
@@ -45,6 +50,72 @@ pub(crate) fn restore(broker: &Arc<Broker>, recovery: &Recovery) -> Result<Resto
         })?;
         records.push(r);
     }
+    let defaults_created = records.iter().any(|r| matches!(r, MetaRecord::Defaults));
+    let mut stale = Vec::new();
+    // Vhosts and users, then permissions (which need both).
+    for r in &records {
+        match r {
+            MetaRecord::Vhost {
+                name,
+                description,
+                tags,
+            } => {
+                *broker.vhost_or_create(name).meta.write() = crate::vhost::VHostMeta {
+                    description: description.clone(),
+                    tags: tags.clone(),
+                };
+            }
+            MetaRecord::User {
+                name,
+                password_hash,
+                tags,
+                ..
+            } => broker.restore_user(crate::access::User {
+                name: name.clone(),
+                password_hash: password_hash.clone(),
+                tags: tags.clone(),
+            }),
+            _ => {}
+        }
+    }
+    for r in &records {
+        if let MetaRecord::Permission {
+            vhost,
+            user,
+            configure,
+            write,
+            read,
+        } = r
+        {
+            if broker.vhost(vhost).is_none() || broker.access.user(user).is_none() {
+                stale.push(r.clone());
+                continue;
+            }
+            let p = crate::access::Permissions::new(configure, write, read).map_err(|e| {
+                format!("stored permissions of user '{user}' in vhost '{vhost}': {e}")
+            })?;
+            broker.access.set_permission(vhost, user, p);
+        }
+    }
+    // A store from before vhosts were recorded has none: its vhosts are the
+    // ones its definitions name. Otherwise a definition in a vhost that is no
+    // longer there is what a crash left of deleting it.
+    let vhost_of = |r: &MetaRecord| match r {
+        MetaRecord::Exchange { vhost, .. }
+        | MetaRecord::Queue { vhost, .. }
+        | MetaRecord::Binding { vhost, .. } => Some(vhost.clone()),
+        _ => None,
+    };
+    let records: Vec<MetaRecord> = records
+        .into_iter()
+        .filter(|r| match vhost_of(r) {
+            Some(v) if defaults_created && broker.vhost(&v).is_none() => {
+                stale.push(r.clone());
+                false
+            }
+            _ => true,
+        })
+        .collect();
     let (mut exchanges, mut queues, mut bindings) = (0, 0, 0);
     // Exchanges, then queues, then bindings (which need both ends).
     for r in &records {
@@ -148,5 +219,7 @@ pub(crate) fn restore(broker: &Arc<Broker>, recovery: &Recovery) -> Result<Resto
     Ok(Restored {
         queues: by_id.into_values().collect(),
         orphans,
+        stale,
+        defaults_created,
     })
 }

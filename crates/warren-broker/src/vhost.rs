@@ -54,9 +54,17 @@ impl<'a> LazyHeaders<'a> {
 /// Longest exchange-to-exchange chain followed while routing.
 const MAX_ROUTING_HOPS: usize = 64;
 
+/// What an operator says about a vhost (management API).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct VHostMeta {
+    pub description: String,
+    pub tags: Vec<String>,
+}
+
 #[derive(Debug)]
 pub struct VHost {
     pub name: String,
+    pub meta: parking_lot::RwLock<VHostMeta>,
     exchanges: DashMap<String, Arc<Exchange>>,
     queues: DashMap<String, Arc<Queue>>,
     topology: Mutex<()>,
@@ -97,6 +105,7 @@ impl VHost {
         }
         let v = VHost {
             name: name.to_owned(),
+            meta: parking_lot::RwLock::new(VHostMeta::default()),
             exchanges: DashMap::new(),
             queues: DashMap::new(),
             topology: Mutex::new(()),
@@ -130,6 +139,10 @@ impl VHost {
 
     pub fn queue(&self, name: &str) -> Option<Arc<Queue>> {
         self.queues.get(name).map(|q| q.value().clone())
+    }
+
+    pub fn exchanges(&self) -> Vec<Arc<Exchange>> {
+        self.exchanges.iter().map(|x| x.value().clone()).collect()
     }
 
     pub fn queues(&self) -> Vec<Arc<Queue>> {
@@ -438,6 +451,20 @@ impl VHost {
             )));
         }
         Ok(self.remove_queue_locked(&q))
+    }
+
+    /// Delete everything in the vhost (the vhost is being deleted): queues with
+    /// their stored messages, exchanges and bindings.
+    pub(crate) fn destroy(&self) {
+        let _t = self.topology.lock();
+        let queues: Vec<Arc<Queue>> = self.queues.iter().map(|q| q.value().clone()).collect();
+        for q in queues {
+            self.remove_queue_locked(&q);
+        }
+        let names: Vec<String> = self.exchanges.iter().map(|x| x.key().clone()).collect();
+        for name in names {
+            self.remove_exchange_locked(&name);
+        }
     }
 
     /// Delete a queue that lost its reason to exist (auto-delete, exclusive owner gone).

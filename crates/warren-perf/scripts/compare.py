@@ -91,7 +91,7 @@ class Warren:
         self.dir = tempfile.mkdtemp(prefix="warren-bench-")
         self.log = open(os.path.join(self.dir, "warren.log"), "w")
         self.proc = subprocess.Popen(
-            [WARREN, "--port", str(WARREN_PORT), "--bind", "127.0.0.1", "--data-dir", os.path.join(self.dir, "data")],
+            [WARREN, "--port", str(WARREN_PORT), "--bind", "127.0.0.1", "--no-management", "--data-dir", os.path.join(self.dir, "data")],
             stdout=self.log, stderr=self.log,
         )
         if not wait_port(WARREN_PORT):

@@ -62,7 +62,7 @@ def bench_warren(engine, count):
     url = URL.format(PORT_W)
 
     def start():
-        p = subprocess.Popen([WARREN, "--port", str(PORT_W), "--bind", "127.0.0.1", "--data-dir", d, "--store", engine],
+        p = subprocess.Popen([WARREN, "--port", str(PORT_W), "--bind", "127.0.0.1", "--no-management", "--data-dir", d, "--store", engine],
                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         return p
 

@@ -29,6 +29,7 @@ pub struct BrokerBuilder {
     bind: Vec<IpAddr>,
     config: Config,
     storage: Storage,
+    management_port: Option<u16>,
 }
 
 /// Where the broker keeps durable state.
@@ -47,6 +48,7 @@ impl Default for BrokerBuilder {
             bind: vec![IpAddr::V4(Ipv4Addr::LOCALHOST)],
             config: Config::default(),
             storage: Storage::InMemory,
+            management_port: None,
         }
     }
 }
@@ -76,6 +78,14 @@ impl BrokerBuilder {
             path: path.into(),
             engine,
         };
+        self
+    }
+
+    /// Serve the HTTP management API on this port (0 picks a free one) on the
+    /// same addresses as AMQP. Off unless asked for (the `warren` command
+    /// turns it on at 15672).
+    pub fn management_port(mut self, port: Option<u16>) -> Self {
+        self.management_port = port;
         self
     }
 
@@ -128,9 +138,14 @@ impl BrokerBuilder {
                 Err(e) => return Err(e),
             }
         }
+        let management = match self.management_port {
+            Some(port) => Some(start_management(broker.clone(), &self.bind, port).await?),
+            None => None,
+        };
         Ok(Broker {
             handles,
             core: broker,
+            management,
         })
     }
 }
@@ -139,6 +154,58 @@ impl BrokerBuilder {
 pub struct Broker {
     handles: Vec<ServerHandle>,
     core: Arc<warren_broker::Broker>,
+    management: Option<Management>,
+}
+
+/// The running management API: its addresses and how to stop it.
+struct Management {
+    addrs: Vec<SocketAddr>,
+    stop: tokio::sync::watch::Sender<bool>,
+    tasks: Vec<tokio::task::JoinHandle<()>>,
+}
+
+async fn start_management(
+    broker: Arc<warren_broker::Broker>,
+    bind: &[IpAddr],
+    port: u16,
+) -> std::io::Result<Management> {
+    let (stop, stopped) = tokio::sync::watch::channel(false);
+    let mut addrs = Vec::new();
+    let mut tasks = Vec::new();
+    let ips: Vec<IpAddr> = if bind.is_empty() {
+        vec![IpAddr::V4(Ipv4Addr::LOCALHOST)]
+    } else {
+        bind.to_vec()
+    };
+    for ip in ips {
+        // With port 0, the other addresses take the port the first one got.
+        let port = addrs.first().map_or(port, |a: &SocketAddr| a.port());
+        let listener = match tokio::net::TcpListener::bind(SocketAddr::new(ip, port)).await {
+            Ok(l) => l,
+            Err(e) if ip == IpAddr::V6(Ipv6Addr::LOCALHOST) => {
+                tracing::warn!("management API not listening on [::1]:{port}: {e}");
+                continue;
+            }
+            Err(e) => {
+                return Err(std::io::Error::new(
+                    e.kind(),
+                    format!("cannot listen for the management API on {ip}:{port}: {e} (use --management-port to pick another port, or --no-management)"),
+                ))
+            }
+        };
+        addrs.push(listener.local_addr()?);
+        let mut stopped = stopped.clone();
+        let shutdown = async move {
+            let _ = stopped.wait_for(|s| *s).await;
+        };
+        let broker = broker.clone();
+        tasks.push(tokio::spawn(async move {
+            if let Err(e) = warren_management::serve(broker, listener, shutdown).await {
+                tracing::error!("management API stopped: {e}");
+            }
+        }));
+    }
+    Ok(Management { addrs, stop, tasks })
 }
 
 impl Broker {
@@ -169,6 +236,18 @@ impl Broker {
         format!("amqp://guest:guest@{host}:{}/%2f", a.port())
     }
 
+    /// Where the management API listens, if it runs.
+    pub fn management_addr(&self) -> Option<SocketAddr> {
+        self.management
+            .as_ref()
+            .and_then(|m| m.addrs.first().copied())
+    }
+
+    /// The broker core (users, vhosts, queues), for embedding programs.
+    pub fn core(&self) -> &Arc<warren_broker::Broker> {
+        &self.core
+    }
+
     /// Number of open client connections.
     pub fn connection_count(&self) -> usize {
         self.handles
@@ -180,6 +259,12 @@ impl Broker {
     /// Close every connection (320 CONNECTION_FORCED), stop listening, and
     /// write out everything pending to the store.
     pub async fn shutdown(self) {
+        if let Some(m) = self.management {
+            let _ = m.stop.send(true);
+            for t in m.tasks {
+                let _ = t.await;
+            }
+        }
         for h in self.handles {
             h.shutdown(Duration::from_secs(5)).await;
         }

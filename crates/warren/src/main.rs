@@ -36,6 +36,27 @@ struct Cli {
     /// Keep everything in memory: nothing survives a restart (for tests).
     #[arg(long, env = "WARREN_IN_MEMORY", conflicts_with = "data_dir")]
     in_memory: bool,
+    /// HTTP management API port (RabbitMQ's /api), on the --bind addresses.
+    #[arg(long, env = "WARREN_MANAGEMENT_PORT", default_value_t = 15672)]
+    management_port: u16,
+    /// Do not serve the HTTP management API.
+    #[arg(long, env = "WARREN_NO_MANAGEMENT")]
+    no_management: bool,
+    /// User created on first start (empty data directory), with the
+    /// administrator tag and full permissions on the default vhost.
+    #[arg(long, env = "RABBITMQ_DEFAULT_USER", default_value = "guest")]
+    default_user: String,
+    /// Password of the user created on first start.
+    #[arg(
+        long,
+        env = "RABBITMQ_DEFAULT_PASS",
+        default_value = "guest",
+        hide_env_values = true
+    )]
+    default_pass: String,
+    /// Vhost created on first start.
+    #[arg(long, env = "RABBITMQ_DEFAULT_VHOST", default_value = "/")]
+    default_vhost: String,
     /// Storage engine: redb (default) or sled.
     #[arg(long = "store", env = "WARREN_STORE", default_value = "redb", value_parser = parse_engine)]
     engine: warren::EngineKind,
@@ -99,12 +120,16 @@ async fn run(cli: Cli) -> std::process::ExitCode {
         max_message_size: cli.max_message_size,
         heartbeat: cli.heartbeat,
         memory_high_watermark: watermark(cli.memory_high_watermark),
+        default_user: cli.default_user.clone(),
+        default_pass: cli.default_pass.clone(),
+        default_vhost: cli.default_vhost.clone(),
         ..Default::default()
     };
     let mut builder = warren::Broker::builder()
         .port(cli.port)
         .bind(cli.bind)
-        .config(config);
+        .config(config)
+        .management_port((!cli.no_management).then_some(cli.management_port));
     if cli.in_memory {
         tracing::info!("in-memory mode: nothing is written to disk and nothing survives a restart");
     } else {
@@ -125,6 +150,9 @@ async fn run(cli: Cli) -> std::process::ExitCode {
         "Warren started; connect with amqp://guest:guest@localhost:{}/",
         broker.local_addr().port()
     );
+    if let Some(addr) = broker.management_addr() {
+        tracing::info!("management API on http://localhost:{}/api/", addr.port());
+    }
     wait_for_signal().await;
     tracing::info!("shutting down: closing client connections");
     broker.shutdown().await;

@@ -9,6 +9,7 @@ use warren_codec::Method;
 
 use super::channel::{requeue_all, ChannelConsumer, Unacked};
 use super::Connection;
+use crate::access::{Perm, Resource};
 use crate::error::{AmqpError, AmqpResult};
 use crate::names;
 use crate::queue::{Consumer, Credit, Queue, QueuedMessage};
@@ -51,6 +52,7 @@ impl Connection {
         }
         let vhost = self.vhost()?;
         let name = self.resolve_queue_name(id, c.queue.as_str())?;
+        self.permit(Perm::Read, Resource::Queue, &name)?;
         let queue = vhost.usable_queue(&name, self.id())?;
         let tag: Arc<str> = if c.consumer_tag.as_str().is_empty() {
             names::consumer_tag().into()
@@ -141,6 +143,7 @@ impl Connection {
     pub(super) fn on_get(&mut self, id: u16, g: basic::Get) -> AmqpResult<()> {
         let vhost = self.vhost()?;
         let name = self.resolve_queue_name(id, g.queue.as_str())?;
+        self.permit(Perm::Read, Resource::Queue, &name)?;
         let queue = vhost.usable_queue(&name, self.id())?;
         let frame_max = self.frame_max;
         let Some((message, remaining)) = queue.get(g.no_ack) else {

@@ -8,7 +8,7 @@
 //! [`LOW_WATER`].
 
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 
 use tokio::sync::mpsc;
 
@@ -76,6 +76,16 @@ pub struct ConnHandle {
     writer_bytes: AtomicUsize,
     /// A queue skipped this connection for lack of room: wake queues when drained.
     starved: AtomicBool,
+    /// Who opened the connection and on which vhost (set at connection.open):
+    /// operators close connections by user or vhost.
+    pub identity: OnceLock<Identity>,
+}
+
+/// The user and vhost of an open connection.
+#[derive(Debug, Clone)]
+pub struct Identity {
+    pub user: String,
+    pub vhost: String,
 }
 
 impl ConnHandle {
@@ -88,6 +98,7 @@ impl ConnHandle {
                 inbox_bytes: AtomicUsize::new(0),
                 writer_bytes: AtomicUsize::new(0),
                 starved: AtomicBool::new(false),
+                identity: OnceLock::new(),
             }),
             rx,
         )

@@ -194,7 +194,18 @@ impl Connection {
             .broker
             .vhost(name)
             .ok_or_else(|| AmqpError::not_allowed(format!("vhost {name} not found")))?;
+        if self.broker.access.permission(name, &self.user).is_none() {
+            tracing::warn!(peer = %self.peer, user = %self.user, vhost = name, "vhost access refused: the user has no permissions there");
+            return Err(AmqpError::not_allowed(format!(
+                "access to vhost '{name}' refused for user '{}'",
+                self.user
+            )));
+        }
         self.vhost = Some(vhost);
+        let _ = self.handle.identity.set(super::handle::Identity {
+            user: self.user.clone(),
+            vhost: name.to_owned(),
+        });
         self.send_method(
             0,
             AMQPClass::Connection(conn::AMQPMethod::OpenOk(conn::OpenOk {})),

@@ -11,6 +11,7 @@
 //! `topology.rs` (exchange/queue methods), `consume.rs` (qos, consume, get, acks),
 //! `publish.rs` (content assembly, routing, confirms, tx), `deliver.rs` (events from queues).
 
+mod authz;
 mod channel;
 mod confirm;
 mod consume;
@@ -80,6 +81,9 @@ pub struct Connection {
     user: String,
     client_name: String,
     vhost: Option<Arc<VHost>>,
+    /// The user's permissions in the vhost, as of registry generation `perms_generation`.
+    perms: Option<Arc<crate::access::Permissions>>,
+    perms_generation: u64,
     channels: HashMap<u16, Channel>,
     exclusive_queues: Vec<Arc<Queue>>,
     started: Instant,
@@ -120,6 +124,8 @@ impl Connection {
             user: String::new(),
             client_name: String::new(),
             vhost: None,
+            perms: None,
+            perms_generation: u64::MAX,
             channels: HashMap::new(),
             exclusive_queues: Vec::new(),
             started: now,

@@ -13,6 +13,7 @@ use super::channel::{
     expected_body, expected_header, expected_method, BodyParts, Confirms, Content, Tx,
 };
 use super::{ConnEvent, Connection};
+use crate::access::{Perm, Resource};
 use crate::error::{AmqpError, AmqpResult};
 use crate::message::Message;
 use crate::queue::Enqueued;
@@ -133,6 +134,7 @@ impl Connection {
         body: Bytes,
     ) -> AmqpResult<()> {
         let vhost = self.vhost()?;
+        self.permit(Perm::Write, Resource::Exchange, &p.exchange)?;
         let exchange = vhost
             .exchange(&p.exchange)
             .ok_or_else(|| vhost.no_exchange(&p.exchange))?;

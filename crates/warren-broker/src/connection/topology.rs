@@ -3,9 +3,10 @@
 use std::sync::Arc;
 
 use amq_protocol::protocol::{exchange, queue, AMQPClass};
-use amq_protocol::types::ShortString;
+use amq_protocol::types::{AMQPValue, ShortString};
 
 use super::Connection;
+use crate::access::{Perm, Resource};
 use crate::error::{AmqpError, AmqpResult};
 use crate::exchange::Dest;
 use crate::names;
@@ -45,6 +46,14 @@ impl Connection {
                 "operation not permitted on the default exchange",
             ));
         }
+        if !d.passive {
+            self.permit(Perm::Configure, Resource::Exchange, &name)?;
+            if let Some(AMQPValue::LongString(ae)) = d.arguments.inner().get("alternate-exchange") {
+                let ae = String::from_utf8_lossy(ae.as_bytes()).into_owned();
+                self.permit(Perm::Read, Resource::Exchange, &name)?;
+                self.permit(Perm::Write, Resource::Exchange, &ae)?;
+            }
+        }
         vhost.declare_exchange(&ExchangeDecl {
             name,
             kind: d.kind.as_str().to_owned(),
@@ -64,6 +73,11 @@ impl Connection {
     }
 
     pub(super) fn on_exchange_delete(&mut self, id: u16, d: exchange::Delete) -> AmqpResult<()> {
+        let name = d.exchange.as_str();
+        // The default and amq.* exchanges are refused for everyone (by the vhost).
+        if !name.is_empty() && !name.starts_with("amq.") {
+            self.permit(Perm::Configure, Resource::Exchange, name)?;
+        }
         self.vhost()?
             .delete_exchange(d.exchange.as_str(), d.if_unused)?;
         if !d.nowait {
@@ -76,6 +90,11 @@ impl Connection {
     }
 
     pub(super) fn on_exchange_bind(&mut self, id: u16, b: exchange::Bind) -> AmqpResult<()> {
+        self.permit_binding(
+            Resource::Exchange,
+            b.destination.as_str(),
+            b.source.as_str(),
+        )?;
         self.vhost()?.bind(
             b.source.as_str(),
             Dest::Exchange(b.destination.as_str().into()),
@@ -93,6 +112,11 @@ impl Connection {
     }
 
     pub(super) fn on_exchange_unbind(&mut self, id: u16, u: exchange::Unbind) -> AmqpResult<()> {
+        self.permit_binding(
+            Resource::Exchange,
+            u.destination.as_str(),
+            u.source.as_str(),
+        )?;
         self.vhost()?.unbind(
             u.source.as_str(),
             Dest::Exchange(u.destination.as_str().into()),
@@ -134,6 +158,19 @@ impl Connection {
                 })),
             );
             return Ok(());
+        }
+        if !d.passive {
+            // A reserved name is refused (by the vhost) before permissions are looked at.
+            if server_named || !name.starts_with("amq.") {
+                self.permit(Perm::Configure, Resource::Queue, &name)?;
+            }
+            if let Some(AMQPValue::LongString(dlx)) =
+                d.arguments.inner().get("x-dead-letter-exchange")
+            {
+                let dlx = String::from_utf8_lossy(dlx.as_bytes()).into_owned();
+                self.permit(Perm::Read, Resource::Queue, &name)?;
+                self.permit(Perm::Write, Resource::Exchange, &dlx)?;
+            }
         }
         let decl = QueueDecl {
             name,
@@ -182,6 +219,7 @@ impl Connection {
     pub(super) fn on_queue_bind(&mut self, id: u16, b: queue::Bind) -> AmqpResult<()> {
         let vhost = self.vhost()?;
         let (name, key) = self.binding_target(id, b.queue.as_str(), b.routing_key.as_str())?;
+        self.permit_binding(Resource::Queue, &name, b.exchange.as_str())?;
         vhost.bind(
             b.exchange.as_str(),
             Dest::Queue(name.as_str().into()),
@@ -201,6 +239,7 @@ impl Connection {
     pub(super) fn on_queue_unbind(&mut self, id: u16, u: queue::Unbind) -> AmqpResult<()> {
         let vhost = self.vhost()?;
         let (name, key) = self.binding_target(id, u.queue.as_str(), u.routing_key.as_str())?;
+        self.permit_binding(Resource::Queue, &name, u.exchange.as_str())?;
         vhost.unbind(
             u.exchange.as_str(),
             Dest::Queue(name.as_str().into()),
@@ -218,6 +257,7 @@ impl Connection {
     pub(super) fn on_queue_purge(&mut self, id: u16, p: queue::Purge) -> AmqpResult<()> {
         let vhost = self.vhost()?;
         let name = self.resolve_queue_name(id, p.queue.as_str())?;
+        self.permit(Perm::Read, Resource::Queue, &name)?;
         let q = vhost.usable_queue(&name, self.id())?;
         let n = q.purge();
         if !p.nowait {
@@ -234,6 +274,7 @@ impl Connection {
     pub(super) fn on_queue_delete(&mut self, id: u16, d: queue::Delete) -> AmqpResult<()> {
         let vhost = self.vhost()?;
         let name = self.resolve_queue_name(id, d.queue.as_str())?;
+        self.permit(Perm::Configure, Resource::Queue, &name)?;
         let n = vhost.delete_queue(&name, d.if_unused, d.if_empty, self.id())?;
         self.exclusive_queues.retain(|q| q.name != name);
         if !d.nowait {
@@ -243,6 +284,23 @@ impl Connection {
                     message_count: n,
                 })),
             );
+        }
+        Ok(())
+    }
+}
+
+impl Connection {
+    /// queue.bind/unbind and exchange.bind/unbind: write on the destination,
+    /// then read on the source (the default exchange is refused by the vhost).
+    fn permit_binding(
+        &mut self,
+        kind: Resource,
+        destination: &str,
+        source: &str,
+    ) -> AmqpResult<()> {
+        self.permit(Perm::Write, kind, destination)?;
+        if !source.is_empty() {
+            self.permit(Perm::Read, Resource::Exchange, source)?;
         }
         Ok(())
     }

@@ -1,0 +1,31 @@
+//! The HTTP management API, in RabbitMQ's shape (`/api/...` on port 15672 with
+//! HTTP basic auth), so `rabbitmqadmin`, curl scripts and test harnesses written
+//! for RabbitMQ manage Warren unchanged.
+//!
+//! Covered: overview, whoami, vhosts, users, permissions, and read-only
+//! listings of queues and exchanges. Handlers are thin: the verbs live in
+//! `warren_broker::admin`.
+#![forbid(unsafe_code)]
+
+mod auth;
+mod json;
+mod routes;
+
+use std::sync::Arc;
+
+use tokio::net::TcpListener;
+
+/// Serve the API on `listener` until `shutdown` resolves.
+pub async fn serve(
+    broker: Arc<warren_broker::Broker>,
+    listener: TcpListener,
+    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    let app = routes::router(broker);
+    axum::serve(
+        listener,
+        app.into_make_service_with_connect_info::<std::net::SocketAddr>(),
+    )
+    .with_graceful_shutdown(shutdown)
+    .await
+}

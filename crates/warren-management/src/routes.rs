@@ -1,0 +1,497 @@
+//! Routes and handlers. Each handler authorizes, calls one broker verb and
+//! shapes the reply as RabbitMQ does (201 created, 204 updated or deleted,
+//! 404 with a JSON body, 400 `bad_request` with a reason).
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use axum::body::Bytes;
+use axum::extract::{ConnectInfo, Path, State};
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use axum::{Json, Router};
+use serde_json::{json, Value};
+use warren_broker::access::parse_tags;
+use warren_broker::admin::{AdminError, PasswordChange};
+use warren_broker::vhost::VHostMeta;
+use warren_broker::Broker;
+
+use crate::auth::{authorize, Need};
+use crate::json::{self, bad_request, not_found};
+
+type Shared = State<Arc<Broker>>;
+type Peer = ConnectInfo<SocketAddr>;
+
+pub fn router(broker: Arc<Broker>) -> Router {
+    Router::new()
+        .route("/api/overview", get(overview))
+        .route("/api/whoami", get(whoami))
+        .route("/api/vhosts", get(list_vhosts))
+        .route(
+            "/api/vhosts/{vhost}",
+            get(get_vhost).put(put_vhost).delete(delete_vhost),
+        )
+        .route("/api/vhosts/{vhost}/permissions", get(vhost_permissions))
+        .route("/api/users", get(list_users))
+        .route(
+            "/api/users/{user}",
+            get(get_user).put(put_user).delete(delete_user),
+        )
+        .route("/api/users/{user}/permissions", get(user_permissions))
+        .route("/api/permissions", get(list_permissions))
+        .route(
+            "/api/permissions/{vhost}/{user}",
+            get(get_permission)
+                .put(put_permission)
+                .delete(delete_permission),
+        )
+        .route("/api/queues", get(list_queues))
+        .route("/api/queues/{vhost}", get(list_vhost_queues))
+        .route("/api/queues/{vhost}/{name}", get(get_queue))
+        .route("/api/exchanges", get(list_exchanges))
+        .route("/api/exchanges/{vhost}", get(list_vhost_exchanges))
+        .route("/api/exchanges/{vhost}/{name}", get(get_exchange))
+        .with_state(broker)
+}
+
+/// Run `f` if the caller is authorized.
+fn guarded(
+    broker: &Broker,
+    headers: &HeaderMap,
+    peer: SocketAddr,
+    need: Need,
+    f: impl FnOnce(&Broker) -> Response,
+) -> Response {
+    match authorize(broker, headers, peer, need) {
+        Ok(_) => f(broker),
+        Err(denied) => denied.into_response(),
+    }
+}
+
+/// A request body as a JSON object; an empty body is an empty object.
+fn body_object(body: &Bytes) -> Option<serde_json::Map<String, Value>> {
+    if body.iter().all(u8::is_ascii_whitespace) {
+        return Some(serde_json::Map::new());
+    }
+    match serde_json::from_slice::<Value>(body) {
+        Ok(Value::Object(m)) => Some(m),
+        _ => None,
+    }
+}
+
+fn created_or_updated(created: bool) -> Response {
+    if created {
+        StatusCode::CREATED.into_response()
+    } else {
+        StatusCode::NO_CONTENT.into_response()
+    }
+}
+
+fn admin_result(r: Result<(), AdminError>) -> Response {
+    match r {
+        Ok(()) => StatusCode::NO_CONTENT.into_response(),
+        Err(AdminError::NotFound) => not_found(),
+        Err(AdminError::BadRequest(reason)) => bad_request(&reason),
+    }
+}
+
+fn tags_of(v: Option<&Value>) -> Vec<String> {
+    match v {
+        Some(Value::String(s)) => parse_tags(s),
+        Some(Value::Array(a)) => a
+            .iter()
+            .filter_map(Value::as_str)
+            .flat_map(parse_tags)
+            .collect(),
+        _ => Vec::new(),
+    }
+}
+
+// ----- overview --------------------------------------------------------------------
+
+async fn overview(State(b): Shared, ConnectInfo(peer): Peer, headers: HeaderMap) -> Response {
+    guarded(&b, &headers, peer, Need::Management, |b| {
+        let vhosts = b.vhosts();
+        let queues: usize = vhosts.iter().map(|v| v.queues().len()).sum();
+        let exchanges: usize = vhosts.iter().map(|v| v.exchanges().len()).sum();
+        let version = &b.config.server_version;
+        Json(json!({
+            "management_version": version,
+            "rabbitmq_version": version,
+            "product_name": b.config.server_product,
+            "product_version": version,
+            "cluster_name": "warren",
+            "node": json::NODE,
+            "warren_version": env!("CARGO_PKG_VERSION"),
+            "object_totals": {
+                "connections": b.connection_count(),
+                "queues": queues,
+                "exchanges": exchanges,
+            },
+        }))
+        .into_response()
+    })
+}
+
+async fn whoami(State(b): Shared, ConnectInfo(peer): Peer, headers: HeaderMap) -> Response {
+    match authorize(&b, &headers, peer, Need::Management) {
+        Ok(u) => Json(json!({ "name": u.name, "tags": u.tags })).into_response(),
+        Err(denied) => denied.into_response(),
+    }
+}
+
+// ----- vhosts ----------------------------------------------------------------------
+
+async fn list_vhosts(State(b): Shared, ConnectInfo(peer): Peer, headers: HeaderMap) -> Response {
+    let user = match authorize(&b, &headers, peer, Need::Management) {
+        Ok(u) => u,
+        Err(denied) => return denied.into_response(),
+    };
+    let admin = user.has_tag("administrator");
+    let list: Vec<Value> = b
+        .vhosts()
+        .iter()
+        .filter(|v| admin || b.access.permission(&v.name, &user.name).is_some())
+        .map(|v| json::vhost(v))
+        .collect();
+    Json(list).into_response()
+}
+
+async fn get_vhost(
+    State(b): Shared,
+    ConnectInfo(peer): Peer,
+    headers: HeaderMap,
+    Path(name): Path<String>,
+) -> Response {
+    guarded(&b, &headers, peer, Need::Management, |b| {
+        match b.vhost(&name) {
+            Some(v) => Json(json::vhost(&v)).into_response(),
+            None => not_found(),
+        }
+    })
+}
+
+async fn put_vhost(
+    State(b): Shared,
+    ConnectInfo(peer): Peer,
+    headers: HeaderMap,
+    Path(name): Path<String>,
+    body: Bytes,
+) -> Response {
+    let user = match authorize(&b, &headers, peer, Need::Administrator) {
+        Ok(u) => u,
+        Err(denied) => return denied.into_response(),
+    };
+    {
+        let Some(fields) = body_object(&body) else {
+            return bad_request("not_json");
+        };
+        let description = fields
+            .get("description")
+            .and_then(Value::as_str)
+            .unwrap_or_default()
+            .to_owned();
+        let meta = VHostMeta {
+            description,
+            tags: tags_of(fields.get("tags")),
+        };
+        let created = b.put_vhost(&name, meta);
+        if created {
+            // As in RabbitMQ, whoever creates a vhost gets full permissions on it.
+            let _ = b.set_permissions(&name, &user.name, ".*", ".*", ".*");
+        }
+        created_or_updated(created)
+    }
+}
+
+async fn delete_vhost(
+    State(b): Shared,
+    ConnectInfo(peer): Peer,
+    headers: HeaderMap,
+    Path(name): Path<String>,
+) -> Response {
+    guarded(&b, &headers, peer, Need::Administrator, |b| {
+        admin_result(b.delete_vhost(&name))
+    })
+}
+
+async fn vhost_permissions(
+    State(b): Shared,
+    ConnectInfo(peer): Peer,
+    headers: HeaderMap,
+    Path(name): Path<String>,
+) -> Response {
+    guarded(&b, &headers, peer, Need::Administrator, |b| {
+        if b.vhost(&name).is_none() {
+            return not_found();
+        }
+        permissions_where(b, |v, _| v == name)
+    })
+}
+
+// ----- users -----------------------------------------------------------------------
+
+async fn list_users(State(b): Shared, ConnectInfo(peer): Peer, headers: HeaderMap) -> Response {
+    guarded(&b, &headers, peer, Need::Administrator, |b| {
+        let list: Vec<Value> = b.access.users().iter().map(|u| json::user(u)).collect();
+        Json(list).into_response()
+    })
+}
+
+async fn get_user(
+    State(b): Shared,
+    ConnectInfo(peer): Peer,
+    headers: HeaderMap,
+    Path(name): Path<String>,
+) -> Response {
+    guarded(&b, &headers, peer, Need::Administrator, |b| {
+        match b.access.user(&name) {
+            Some(u) => Json(json::user(&u)).into_response(),
+            None => not_found(),
+        }
+    })
+}
+
+async fn put_user(
+    State(b): Shared,
+    ConnectInfo(peer): Peer,
+    headers: HeaderMap,
+    Path(name): Path<String>,
+    body: Bytes,
+) -> Response {
+    guarded(&b, &headers, peer, Need::Administrator, |b| {
+        let Some(fields) = body_object(&body) else {
+            return bad_request("not_json");
+        };
+        let Some(tags) = fields.get("tags") else {
+            return bad_request("tags_not_present");
+        };
+        if let Some(alg) = fields.get("hashing_algorithm").and_then(Value::as_str) {
+            if alg != warren_broker::access::password::SHA256 {
+                return bad_request(&format!(
+                    "unsupported hashing_algorithm '{alg}' (Warren stores {})",
+                    warren_broker::access::password::SHA256
+                ));
+            }
+        }
+        let password = match (fields.get("password"), fields.get("password_hash")) {
+            (Some(Value::String(p)), _) => PasswordChange::Password(p.clone()),
+            (_, Some(Value::String(h))) => PasswordChange::Hash(h.clone()),
+            _ => PasswordChange::Keep,
+        };
+        match b.put_user(&name, password, tags_of(Some(tags))) {
+            Ok(created) => created_or_updated(created),
+            Err(AdminError::BadRequest(r)) => bad_request(&r),
+            Err(AdminError::NotFound) => not_found(),
+        }
+    })
+}
+
+async fn delete_user(
+    State(b): Shared,
+    ConnectInfo(peer): Peer,
+    headers: HeaderMap,
+    Path(name): Path<String>,
+) -> Response {
+    guarded(&b, &headers, peer, Need::Administrator, |b| {
+        admin_result(b.delete_user(&name))
+    })
+}
+
+async fn user_permissions(
+    State(b): Shared,
+    ConnectInfo(peer): Peer,
+    headers: HeaderMap,
+    Path(name): Path<String>,
+) -> Response {
+    guarded(&b, &headers, peer, Need::Administrator, |b| {
+        if b.access.user(&name).is_none() {
+            return not_found();
+        }
+        permissions_where(b, |_, u| u == name)
+    })
+}
+
+// ----- permissions -----------------------------------------------------------------
+
+fn permissions_where(b: &Broker, keep: impl Fn(&str, &str) -> bool) -> Response {
+    let list: Vec<Value> = b
+        .access
+        .permissions()
+        .iter()
+        .filter(|(v, u, _)| keep(v, u))
+        .map(|(v, u, p)| json::permission(v, u, p))
+        .collect();
+    Json(list).into_response()
+}
+
+async fn list_permissions(
+    State(b): Shared,
+    ConnectInfo(peer): Peer,
+    headers: HeaderMap,
+) -> Response {
+    guarded(&b, &headers, peer, Need::Administrator, |b| {
+        permissions_where(b, |_, _| true)
+    })
+}
+
+async fn get_permission(
+    State(b): Shared,
+    ConnectInfo(peer): Peer,
+    headers: HeaderMap,
+    Path((vhost, user)): Path<(String, String)>,
+) -> Response {
+    guarded(&b, &headers, peer, Need::Administrator, |b| {
+        match b.access.permission(&vhost, &user) {
+            Some(p) => Json(json::permission(&vhost, &user, &p)).into_response(),
+            None => not_found(),
+        }
+    })
+}
+
+async fn put_permission(
+    State(b): Shared,
+    ConnectInfo(peer): Peer,
+    headers: HeaderMap,
+    Path((vhost, user)): Path<(String, String)>,
+    body: Bytes,
+) -> Response {
+    guarded(&b, &headers, peer, Need::Administrator, |b| {
+        let Some(fields) = body_object(&body) else {
+            return bad_request("not_json");
+        };
+        let keys = ["configure", "write", "read"];
+        let missing: Vec<String> = keys
+            .iter()
+            .filter(|k| !fields.contains_key(**k))
+            .map(|k| format!("{{key_missing,{k}}}"))
+            .collect();
+        if !missing.is_empty() {
+            return bad_request(&format!("[{}]", missing.join(",")));
+        }
+        let field = |k: &str| fields.get(k).and_then(Value::as_str).unwrap_or_default();
+        match b.set_permissions(
+            &vhost,
+            &user,
+            field("configure"),
+            field("write"),
+            field("read"),
+        ) {
+            Ok(created) => created_or_updated(created),
+            Err(AdminError::BadRequest(r)) => bad_request(&r),
+            Err(AdminError::NotFound) => not_found(),
+        }
+    })
+}
+
+async fn delete_permission(
+    State(b): Shared,
+    ConnectInfo(peer): Peer,
+    headers: HeaderMap,
+    Path((vhost, user)): Path<(String, String)>,
+) -> Response {
+    guarded(&b, &headers, peer, Need::Administrator, |b| {
+        admin_result(b.clear_permissions(&vhost, &user))
+    })
+}
+
+// ----- queues and exchanges (read-only) ----------------------------------------------
+
+fn visible_vhosts(
+    b: &Broker,
+    vhost: Option<&str>,
+) -> Option<Vec<Arc<warren_broker::vhost::VHost>>> {
+    match vhost {
+        Some(name) => b.vhost(name).map(|v| vec![v]),
+        None => Some(b.vhosts()),
+    }
+}
+
+fn queues_response(b: &Broker, vhost: Option<&str>) -> Response {
+    let Some(vhosts) = visible_vhosts(b, vhost) else {
+        return not_found();
+    };
+    let mut list = Vec::new();
+    for v in vhosts {
+        let mut qs = v.queues();
+        qs.sort_by(|a, b| a.name.cmp(&b.name));
+        list.extend(qs.iter().map(|q| json::queue(&v.name, q)));
+    }
+    Json(list).into_response()
+}
+
+fn exchanges_response(b: &Broker, vhost: Option<&str>) -> Response {
+    let Some(vhosts) = visible_vhosts(b, vhost) else {
+        return not_found();
+    };
+    let mut list = Vec::new();
+    for v in vhosts {
+        let mut xs = v.exchanges();
+        xs.sort_by(|a, b| a.name.cmp(&b.name));
+        list.extend(xs.iter().map(|x| json::exchange(&v.name, x)));
+    }
+    Json(list).into_response()
+}
+
+async fn list_queues(State(b): Shared, ConnectInfo(peer): Peer, headers: HeaderMap) -> Response {
+    guarded(&b, &headers, peer, Need::Management, |b| {
+        queues_response(b, None)
+    })
+}
+
+async fn list_vhost_queues(
+    State(b): Shared,
+    ConnectInfo(peer): Peer,
+    headers: HeaderMap,
+    Path(vhost): Path<String>,
+) -> Response {
+    guarded(&b, &headers, peer, Need::Management, |b| {
+        queues_response(b, Some(&vhost))
+    })
+}
+
+async fn get_queue(
+    State(b): Shared,
+    ConnectInfo(peer): Peer,
+    headers: HeaderMap,
+    Path((vhost, name)): Path<(String, String)>,
+) -> Response {
+    guarded(&b, &headers, peer, Need::Management, |b| {
+        match b.vhost(&vhost).and_then(|v| v.queue(&name)) {
+            Some(q) => Json(json::queue(&vhost, &q)).into_response(),
+            None => not_found(),
+        }
+    })
+}
+
+async fn list_exchanges(State(b): Shared, ConnectInfo(peer): Peer, headers: HeaderMap) -> Response {
+    guarded(&b, &headers, peer, Need::Management, |b| {
+        exchanges_response(b, None)
+    })
+}
+
+async fn list_vhost_exchanges(
+    State(b): Shared,
+    ConnectInfo(peer): Peer,
+    headers: HeaderMap,
+    Path(vhost): Path<String>,
+) -> Response {
+    guarded(&b, &headers, peer, Need::Management, |b| {
+        exchanges_response(b, Some(&vhost))
+    })
+}
+
+async fn get_exchange(
+    State(b): Shared,
+    ConnectInfo(peer): Peer,
+    headers: HeaderMap,
+    Path((vhost, name)): Path<(String, String)>,
+) -> Response {
+    guarded(&b, &headers, peer, Need::Management, |b| {
+        match b.vhost(&vhost).and_then(|v| v.exchange(&name)) {
+            Some(x) => Json(json::exchange(&vhost, &x)).into_response(),
+            None => not_found(),
+        }
+    })
+}
