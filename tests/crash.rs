@@ -5,6 +5,10 @@
 //! must hold every confirmed message exactly once and intact — redelivered if
 //! it had been delivered and not acked — and no transient entity.
 //!
+//! Each iteration also creates a vhost and a user through the management API
+//! while the load runs; once the API has answered 201 they must be there
+//! after the kill.
+//!
 //! Runs on both engines. `WARREN_CRASH_ITERATIONS` (default 4 per engine) sets
 //! how many kills.
 
@@ -53,11 +57,13 @@ fn run_child(spec: &str) {
     rt.block_on(async {
         let broker = warren::Broker::builder()
             .port(0)
+            .management_port(Some(0))
             .data_dir(dir, engine)
             .start()
             .await
             .expect("broker starts");
-        println!("PORT {}", broker.local_addr().port());
+        let mgmt = broker.management_addr().map_or(0, |a| a.port());
+        println!("PORT {} {mgmt}", broker.local_addr().port());
         let _ = tokio::task::spawn_blocking(|| {
             let mut s = String::new();
             while std::io::stdin()
@@ -74,6 +80,28 @@ fn run_child(spec: &str) {
 struct ChildBroker {
     child: Child,
     url: String,
+    api: String,
+}
+
+/// One management API request as guest; the status code.
+async fn api_status(method: &'static str, url: String, body: &'static str) -> u16 {
+    tokio::task::spawn_blocking(move || {
+        let agent: ureq::Agent = ureq::Agent::config_builder()
+            .http_status_as_error(false)
+            .timeout_global(Some(Duration::from_secs(30)))
+            .build()
+            .into();
+        let req = ureq::http::Request::builder()
+            .method(method)
+            .uri(&url)
+            .header("authorization", "Basic Z3Vlc3Q6Z3Vlc3Q=")
+            .header("content-type", "application/json")
+            .body(body.to_owned())
+            .expect("request");
+        agent.run(req).map_or(0, |r| r.status().as_u16())
+    })
+    .await
+    .unwrap_or(0)
 }
 
 fn spawn(engine: &str, dir: &std::path::Path) -> ChildBroker {
@@ -88,14 +116,12 @@ fn spawn(engine: &str, dir: &std::path::Path) -> ChildBroker {
     BufReader::new(stdout)
         .read_line(&mut line)
         .expect("port line");
-    let port = line
-        .trim()
-        .strip_prefix("PORT ")
-        .expect("PORT line")
-        .to_owned();
+    let ports = line.trim().strip_prefix("PORT ").expect("PORT line");
+    let (port, mgmt) = ports.split_once(' ').expect("AMQP and API ports");
     ChildBroker {
         child,
         url: format!("amqp://guest:guest@127.0.0.1:{port}/%2f"),
+        api: format!("http://127.0.0.1:{mgmt}/api"),
     }
 }
 
@@ -247,6 +273,17 @@ async fn iteration(engine: &str, dir: &std::path::Path, i: usize) {
     }
     let delay = 20 + (i as u64 * 97 + engine.len() as u64 * 31) % 400;
     tokio::time::sleep(Duration::from_millis(delay)).await;
+    // Operator changes made while the load runs, the kill right after
+    // the answer: answered means on disk.
+    let user = format!("{}/users/crash-u{i}", broker.api);
+    let vhost = format!("{}/vhosts/crash-v{i}", broker.api);
+    let made_user = api_status("PUT", user, r#"{"password":"p","tags":""}"#).await;
+    let made_vhost = api_status("PUT", vhost, "").await;
+    assert_eq!(
+        (made_user, made_vhost),
+        (201, 201),
+        "{engine} iteration {i}: creating a user and a vhost"
+    );
     let mut child = broker.child;
     child.kill().expect("kill -9");
     let _ = child.wait();
@@ -265,6 +302,16 @@ async fn iteration(engine: &str, dir: &std::path::Path, i: usize) {
 
     // Restart on the same directory and read everything back.
     let broker = spawn(engine, dir);
+    for k in 0..=i {
+        for what in ["users/crash-u", "vhosts/crash-v"] {
+            let url = format!("{}/{what}{k}", broker.api);
+            assert_eq!(
+                api_status("GET", url, "").await,
+                200,
+                "{engine} iteration {i}: {what}{k} was lost"
+            );
+        }
+    }
     let conn = Connection::connect(&broker.url, ConnectionProperties::default())
         .await
         .expect("reconnect");

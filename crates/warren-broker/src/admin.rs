@@ -152,6 +152,19 @@ impl Broker {
         Ok(())
     }
 
+    /// Resolves once every definition change made so far is on disk (at once
+    /// for an in-memory broker); false if the store failed.
+    pub async fn definitions_on_disk(&self) -> bool {
+        let Some(p) = self.persist.get() else {
+            return true;
+        };
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        p.store.barrier(move |ok| {
+            let _ = tx.send(ok);
+        });
+        rx.await.unwrap_or(false)
+    }
+
     /// The first start's vhost and administrator (RabbitMQ's defaults).
     pub(crate) fn create_defaults(&self) {
         let cfg = &self.config;

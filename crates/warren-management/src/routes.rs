@@ -80,6 +80,20 @@ fn body_object(body: &Bytes) -> Option<serde_json::Map<String, Value>> {
     }
 }
 
+/// Answer a change only once it is on disk, as RabbitMQ answers after its
+/// database write: a 2xx reply means the change survives a crash.
+async fn once_durable(b: &Broker, reply: Response) -> Response {
+    if !reply.status().is_success() || b.definitions_on_disk().await {
+        return reply;
+    }
+    tracing::error!("a definition change could not be written to the store");
+    json::error_body(
+        StatusCode::INTERNAL_SERVER_ERROR,
+        "internal_error",
+        "the change could not be written to the store; see the broker log",
+    )
+}
+
 fn created_or_updated(created: bool) -> Response {
     if created {
         StatusCode::CREATED.into_response()
@@ -201,7 +215,7 @@ async fn put_vhost(
             // As in RabbitMQ, whoever creates a vhost gets full permissions on it.
             let _ = b.set_permissions(&name, &user.name, ".*", ".*", ".*");
         }
-        created_or_updated(created)
+        once_durable(&b, created_or_updated(created)).await
     }
 }
 
@@ -211,9 +225,10 @@ async fn delete_vhost(
     headers: HeaderMap,
     Path(name): Path<String>,
 ) -> Response {
-    guarded(&b, &headers, peer, Need::Administrator, |b| {
+    let reply = guarded(&b, &headers, peer, Need::Administrator, |b| {
         admin_result(b.delete_vhost(&name))
-    })
+    });
+    once_durable(&b, reply).await
 }
 
 async fn vhost_permissions(
@@ -260,7 +275,7 @@ async fn put_user(
     Path(name): Path<String>,
     body: Bytes,
 ) -> Response {
-    guarded(&b, &headers, peer, Need::Administrator, |b| {
+    let reply = guarded(&b, &headers, peer, Need::Administrator, |b| {
         let Some(fields) = body_object(&body) else {
             return bad_request("not_json");
         };
@@ -285,7 +300,8 @@ async fn put_user(
             Err(AdminError::BadRequest(r)) => bad_request(&r),
             Err(AdminError::NotFound) => not_found(),
         }
-    })
+    });
+    once_durable(&b, reply).await
 }
 
 async fn delete_user(
@@ -294,9 +310,10 @@ async fn delete_user(
     headers: HeaderMap,
     Path(name): Path<String>,
 ) -> Response {
-    guarded(&b, &headers, peer, Need::Administrator, |b| {
+    let reply = guarded(&b, &headers, peer, Need::Administrator, |b| {
         admin_result(b.delete_user(&name))
-    })
+    });
+    once_durable(&b, reply).await
 }
 
 async fn user_permissions(
@@ -357,7 +374,7 @@ async fn put_permission(
     Path((vhost, user)): Path<(String, String)>,
     body: Bytes,
 ) -> Response {
-    guarded(&b, &headers, peer, Need::Administrator, |b| {
+    let reply = guarded(&b, &headers, peer, Need::Administrator, |b| {
         let Some(fields) = body_object(&body) else {
             return bad_request("not_json");
         };
@@ -382,7 +399,8 @@ async fn put_permission(
             Err(AdminError::BadRequest(r)) => bad_request(&r),
             Err(AdminError::NotFound) => not_found(),
         }
-    })
+    });
+    once_durable(&b, reply).await
 }
 
 async fn delete_permission(
@@ -391,9 +409,10 @@ async fn delete_permission(
     headers: HeaderMap,
     Path((vhost, user)): Path<(String, String)>,
 ) -> Response {
-    guarded(&b, &headers, peer, Need::Administrator, |b| {
+    let reply = guarded(&b, &headers, peer, Need::Administrator, |b| {
         admin_result(b.clear_permissions(&vhost, &user))
-    })
+    });
+    once_durable(&b, reply).await
 }
 
 // ----- queues and exchanges (read-only) ----------------------------------------------
