@@ -281,3 +281,29 @@ async fn deleting_a_user_or_a_vhost_closes_their_connections() {
     let (status, queues) = api.get("/queues/v1").await;
     assert_eq!((status, queues), (200, json!([])), "a new v1 starts empty");
 }
+
+#[tokio::test]
+async fn the_first_start_creates_the_configured_default_user_and_vhost() {
+    let config = warren::Config {
+        default_user: "admin".into(),
+        default_pass: "p@ss/word".into(),
+        default_vhost: "main".into(),
+        ..Default::default()
+    };
+    let broker = start_broker_with(config).await;
+    let conn = try_connect(&broker.amqp_url())
+        .await
+        .expect("amqp_url names the default user and vhost");
+    let ch = open_channel(&conn).await;
+    declare_queue(&ch, "q").await;
+    let err = expect_err(
+        "guest is not created when another default user is configured",
+        try_connect(&url_for(&broker, "guest", "guest", "main")).await,
+    );
+    assert!(format!("{err}").contains("ACCESS_REFUSED"), "{err}");
+    let err = expect_err(
+        "no / vhost either",
+        try_connect(&url_for(&broker, "admin", "p%40ss%2Fword", "/")).await,
+    );
+    assert_closed_with(&err, 530, "NOT_ALLOWED - vhost / not found");
+}

@@ -226,14 +226,22 @@ impl Broker {
             .collect()
     }
 
-    /// `amqp://guest:guest@<addr>/%2f`, ready for a client.
+    /// `amqp://guest:guest@<addr>/%2f` (the configured default user and
+    /// vhost), ready for a client.
     pub fn amqp_url(&self) -> String {
         let a = self.local_addr();
         let host = match a.ip() {
             IpAddr::V6(ip) => format!("[{ip}]"),
             IpAddr::V4(ip) => ip.to_string(),
         };
-        format!("amqp://guest:guest@{host}:{}/%2f", a.port())
+        let cfg = &self.core.config;
+        format!(
+            "amqp://{}:{}@{host}:{}/{}",
+            url_encode(&cfg.default_user),
+            url_encode(&cfg.default_pass),
+            a.port(),
+            url_encode(&cfg.default_vhost)
+        )
     }
 
     /// Where the management API listens, if it runs.
@@ -271,4 +279,17 @@ impl Broker {
         let core = self.core.clone();
         let _ = tokio::task::spawn_blocking(move || core.close_store()).await;
     }
+}
+
+/// Percent-encode everything but unreserved URL characters.
+fn url_encode(s: &str) -> String {
+    s.bytes()
+        .map(|b| {
+            if b.is_ascii_alphanumeric() || b"-._~".contains(&b) {
+                (b as char).to_string()
+            } else {
+                format!("%{b:02X}")
+            }
+        })
+        .collect()
 }
