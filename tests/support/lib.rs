@@ -869,6 +869,14 @@ impl Api {
         self.call("PUT", path, Some(body.to_string())).await
     }
 
+    pub async fn post(&self, path: &str, body: serde_json::Value) -> ApiReply {
+        self.call("POST", path, Some(body.to_string())).await
+    }
+
+    pub async fn post_raw(&self, path: &str, body: &str) -> ApiReply {
+        self.call("POST", path, Some(body.to_owned())).await
+    }
+
     /// PUT with a raw body (for malformed-input tests).
     pub async fn put_raw(&self, path: &str, body: &str) -> ApiReply {
         self.call("PUT", path, Some(body.to_owned())).await

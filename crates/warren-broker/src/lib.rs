@@ -6,6 +6,7 @@ pub mod access;
 pub mod admin;
 pub mod broker;
 pub mod connection;
+pub mod definitions;
 pub mod error;
 pub mod exchange;
 pub mod memory;

@@ -1,11 +1,11 @@
 //! The JSON RabbitMQ's management API returns, built from broker state.
 
-use amq_protocol::types::{AMQPValue, FieldTable};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::Json;
-use serde_json::{json, Map, Value};
+use serde_json::{json, Value};
 use warren_broker::access::{password, Permissions, User};
+use warren_broker::definitions::table_to_json as table;
 use warren_broker::exchange::Exchange;
 use warren_broker::queue::Queue;
 use warren_broker::vhost::VHost;
@@ -89,47 +89,56 @@ pub fn exchange(vhost: &str, x: &Exchange) -> Value {
     })
 }
 
-/// A field table as plain JSON (what the HTTP API shows for arguments).
-pub fn table(t: &FieldTable) -> Value {
-    let mut m = Map::new();
-    for (k, v) in t.inner() {
-        m.insert(k.as_str().to_owned(), value(v, 0));
-    }
-    Value::Object(m)
+/// A binding as the API lists it. `properties_key` names it in DELETE URLs:
+/// the routing key, plus a digest of the arguments when there are any.
+pub fn binding(
+    vhost: &str,
+    source: &str,
+    dest: &warren_broker::exchange::Dest,
+    key: &str,
+    args: &amq_protocol::types::FieldTable,
+) -> Value {
+    let (destination, kind) = match dest {
+        warren_broker::exchange::Dest::Queue(q) => (q.to_string(), "queue"),
+        warren_broker::exchange::Dest::Exchange(e) => (e.to_string(), "exchange"),
+    };
+    json!({
+        "source": source,
+        "vhost": vhost,
+        "destination": destination,
+        "destination_type": kind,
+        "routing_key": key,
+        "arguments": table(args),
+        "properties_key": properties_key(key, args),
+    })
 }
 
-/// Nested tables are bounded on the way in (the codec refuses depth > 64);
-/// the depth limit here only keeps this function total.
-fn value(v: &AMQPValue, depth: usize) -> Value {
-    if depth > 64 {
-        return Value::Null;
+pub fn properties_key(key: &str, args: &amq_protocol::types::FieldTable) -> String {
+    if args.inner().is_empty() {
+        return key.to_owned();
     }
-    match v {
-        AMQPValue::Boolean(b) => json!(b),
-        AMQPValue::ShortShortInt(n) => json!(n),
-        AMQPValue::ShortShortUInt(n) => json!(n),
-        AMQPValue::ShortInt(n) => json!(n),
-        AMQPValue::ShortUInt(n) => json!(n),
-        AMQPValue::LongInt(n) => json!(n),
-        AMQPValue::LongUInt(n) => json!(n),
-        AMQPValue::LongLongInt(n) => json!(n),
-        AMQPValue::Float(n) => json!(n),
-        AMQPValue::Double(n) => json!(n),
-        AMQPValue::DecimalValue(d) => json!(d.value as f64 / 10f64.powi(d.scale as i32)),
-        AMQPValue::ShortString(s) => json!(s.as_str()),
-        AMQPValue::LongString(s) => json!(String::from_utf8_lossy(s.as_bytes())),
-        AMQPValue::ByteArray(b) => json!(String::from_utf8_lossy(b.as_slice())),
-        AMQPValue::Timestamp(t) => json!(t),
-        AMQPValue::Void => Value::Null,
-        AMQPValue::FieldArray(a) => {
-            Value::Array(a.as_slice().iter().map(|x| value(x, depth + 1)).collect())
-        }
-        AMQPValue::FieldTable(t) => {
-            let mut m = Map::new();
-            for (k, x) in t.inner() {
-                m.insert(k.as_str().to_owned(), value(x, depth + 1));
-            }
-            Value::Object(m)
-        }
+    // FNV-1a over the arguments' JSON: stable across runs, opaque to clients.
+    let text = table(args).to_string();
+    let digest = text.bytes().fold(0xcbf2_9ce4_8422_2325u64, |h, b| {
+        (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3)
+    });
+    format!("{key}~{digest:016x}")
+}
+
+/// An AMQP refusal from a broker verb as RabbitMQ's API reports it.
+pub fn amqp_error(e: &warren_broker::error::AmqpError) -> Response {
+    let reason = e.text.split_once(" - ").map_or(e.text.as_str(), |(_, r)| r);
+    match e.code.0 {
+        404 => error_body(StatusCode::NOT_FOUND, "not_found", reason),
+        403 => access_refused(),
+        _ => bad_request(reason),
     }
+}
+
+pub fn access_refused() -> Response {
+    error_body(
+        StatusCode::UNAUTHORIZED,
+        "not_authorised",
+        "Access refused.",
+    )
 }

@@ -8,8 +8,10 @@
 #![forbid(unsafe_code)]
 
 mod auth;
+mod definitions;
 mod json;
 mod routes;
+mod topology;
 
 use std::sync::Arc;
 

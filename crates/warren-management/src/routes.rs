@@ -20,8 +20,8 @@ use warren_broker::Broker;
 use crate::auth::{authorize, Need};
 use crate::json::{self, bad_request, not_found};
 
-type Shared = State<Arc<Broker>>;
-type Peer = ConnectInfo<SocketAddr>;
+pub(crate) type Shared = State<Arc<Broker>>;
+pub(crate) type Peer = ConnectInfo<SocketAddr>;
 
 pub fn router(broker: Arc<Broker>) -> Router {
     Router::new()
@@ -46,17 +46,13 @@ pub fn router(broker: Arc<Broker>) -> Router {
                 .put(put_permission)
                 .delete(delete_permission),
         )
-        .route("/api/queues", get(list_queues))
-        .route("/api/queues/{vhost}", get(list_vhost_queues))
-        .route("/api/queues/{vhost}/{name}", get(get_queue))
-        .route("/api/exchanges", get(list_exchanges))
-        .route("/api/exchanges/{vhost}", get(list_vhost_exchanges))
-        .route("/api/exchanges/{vhost}/{name}", get(get_exchange))
+        .merge(crate::topology::routes())
+        .merge(crate::definitions::routes())
         .with_state(broker)
 }
 
 /// Run `f` if the caller is authorized.
-fn guarded(
+pub(crate) fn guarded(
     broker: &Broker,
     headers: &HeaderMap,
     peer: SocketAddr,
@@ -70,7 +66,7 @@ fn guarded(
 }
 
 /// A request body as a JSON object; an empty body is an empty object.
-fn body_object(body: &Bytes) -> Option<serde_json::Map<String, Value>> {
+pub(crate) fn body_object(body: &Bytes) -> Option<serde_json::Map<String, Value>> {
     if body.iter().all(u8::is_ascii_whitespace) {
         return Some(serde_json::Map::new());
     }
@@ -82,7 +78,7 @@ fn body_object(body: &Bytes) -> Option<serde_json::Map<String, Value>> {
 
 /// Answer a change only once it is on disk, as RabbitMQ answers after its
 /// database write: a 2xx reply means the change survives a crash.
-async fn once_durable(b: &Broker, reply: Response) -> Response {
+pub(crate) async fn once_durable(b: &Broker, reply: Response) -> Response {
     if !reply.status().is_success() || b.definitions_on_disk().await {
         return reply;
     }
@@ -94,7 +90,7 @@ async fn once_durable(b: &Broker, reply: Response) -> Response {
     )
 }
 
-fn created_or_updated(created: bool) -> Response {
+pub(crate) fn created_or_updated(created: bool) -> Response {
     if created {
         StatusCode::CREATED.into_response()
     } else {
@@ -413,104 +409,4 @@ async fn delete_permission(
         admin_result(b.clear_permissions(&vhost, &user))
     });
     once_durable(&b, reply).await
-}
-
-// ----- queues and exchanges (read-only) ----------------------------------------------
-
-fn visible_vhosts(
-    b: &Broker,
-    vhost: Option<&str>,
-) -> Option<Vec<Arc<warren_broker::vhost::VHost>>> {
-    match vhost {
-        Some(name) => b.vhost(name).map(|v| vec![v]),
-        None => Some(b.vhosts()),
-    }
-}
-
-fn queues_response(b: &Broker, vhost: Option<&str>) -> Response {
-    let Some(vhosts) = visible_vhosts(b, vhost) else {
-        return not_found();
-    };
-    let mut list = Vec::new();
-    for v in vhosts {
-        let mut qs = v.queues();
-        qs.sort_by(|a, b| a.name.cmp(&b.name));
-        list.extend(qs.iter().map(|q| json::queue(&v.name, q)));
-    }
-    Json(list).into_response()
-}
-
-fn exchanges_response(b: &Broker, vhost: Option<&str>) -> Response {
-    let Some(vhosts) = visible_vhosts(b, vhost) else {
-        return not_found();
-    };
-    let mut list = Vec::new();
-    for v in vhosts {
-        let mut xs = v.exchanges();
-        xs.sort_by(|a, b| a.name.cmp(&b.name));
-        list.extend(xs.iter().map(|x| json::exchange(&v.name, x)));
-    }
-    Json(list).into_response()
-}
-
-async fn list_queues(State(b): Shared, ConnectInfo(peer): Peer, headers: HeaderMap) -> Response {
-    guarded(&b, &headers, peer, Need::Management, |b| {
-        queues_response(b, None)
-    })
-}
-
-async fn list_vhost_queues(
-    State(b): Shared,
-    ConnectInfo(peer): Peer,
-    headers: HeaderMap,
-    Path(vhost): Path<String>,
-) -> Response {
-    guarded(&b, &headers, peer, Need::Management, |b| {
-        queues_response(b, Some(&vhost))
-    })
-}
-
-async fn get_queue(
-    State(b): Shared,
-    ConnectInfo(peer): Peer,
-    headers: HeaderMap,
-    Path((vhost, name)): Path<(String, String)>,
-) -> Response {
-    guarded(&b, &headers, peer, Need::Management, |b| {
-        match b.vhost(&vhost).and_then(|v| v.queue(&name)) {
-            Some(q) => Json(json::queue(&vhost, &q)).into_response(),
-            None => not_found(),
-        }
-    })
-}
-
-async fn list_exchanges(State(b): Shared, ConnectInfo(peer): Peer, headers: HeaderMap) -> Response {
-    guarded(&b, &headers, peer, Need::Management, |b| {
-        exchanges_response(b, None)
-    })
-}
-
-async fn list_vhost_exchanges(
-    State(b): Shared,
-    ConnectInfo(peer): Peer,
-    headers: HeaderMap,
-    Path(vhost): Path<String>,
-) -> Response {
-    guarded(&b, &headers, peer, Need::Management, |b| {
-        exchanges_response(b, Some(&vhost))
-    })
-}
-
-async fn get_exchange(
-    State(b): Shared,
-    ConnectInfo(peer): Peer,
-    headers: HeaderMap,
-    Path((vhost, name)): Path<(String, String)>,
-) -> Response {
-    guarded(&b, &headers, peer, Need::Management, |b| {
-        match b.vhost(&vhost).and_then(|v| v.exchange(&name)) {
-            Some(x) => Json(json::exchange(&vhost, &x)).into_response(),
-            None => not_found(),
-        }
-    })
 }

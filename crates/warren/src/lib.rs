@@ -30,6 +30,7 @@ pub struct BrokerBuilder {
     config: Config,
     storage: Storage,
     management_port: Option<u16>,
+    definitions: Option<PathBuf>,
 }
 
 /// Where the broker keeps durable state.
@@ -49,6 +50,7 @@ impl Default for BrokerBuilder {
             config: Config::default(),
             storage: Storage::InMemory,
             management_port: None,
+            definitions: None,
         }
     }
 }
@@ -89,6 +91,14 @@ impl BrokerBuilder {
         self
     }
 
+    /// Load a definitions file (RabbitMQ's JSON export: users, vhosts,
+    /// permissions, queues, exchanges, bindings) at start, before clients are
+    /// accepted — RabbitMQ's `load_definitions`. What exists already is kept.
+    pub fn load_definitions(mut self, path: impl Into<PathBuf>) -> Self {
+        self.definitions = Some(path.into());
+        self
+    }
+
     /// Bind the listeners and start serving.
     pub async fn start(self) -> std::io::Result<Broker> {
         let broker = match &self.storage {
@@ -107,6 +117,9 @@ impl BrokerBuilder {
                 .map_err(std::io::Error::other)?
             }
         };
+        if let Some(path) = &self.definitions {
+            load_definitions(&broker, path).await?;
+        }
         warren_broker::memory::spawn_monitor(&broker, Duration::from_secs(1));
         let mut addrs: Vec<SocketAddr> = self
             .bind
@@ -148,6 +161,28 @@ impl BrokerBuilder {
             management,
         })
     }
+}
+
+async fn load_definitions(
+    broker: &Arc<warren_broker::Broker>,
+    path: &std::path::Path,
+) -> std::io::Result<()> {
+    let fail = |what: String| {
+        std::io::Error::other(format!(
+            "cannot load definitions from {}: {what}",
+            path.display()
+        ))
+    };
+    // Start-up, before any client: a plain read is fine here.
+    let text = std::fs::read(path).map_err(|e| fail(e.to_string()))?;
+    let defs: serde_json::Value =
+        serde_json::from_slice(&text).map_err(|e| fail(format!("not JSON ({e})")))?;
+    warren_broker::definitions::import(broker, &defs, None).map_err(fail)?;
+    if !broker.definitions_on_disk().await {
+        return Err(fail("the store failed while writing them".into()));
+    }
+    tracing::info!(file = %path.display(), "definitions loaded");
+    Ok(())
 }
 
 /// A running broker.

@@ -57,6 +57,10 @@ struct Cli {
     /// Vhost created on first start.
     #[arg(long, env = "RABBITMQ_DEFAULT_VHOST", default_value = "/")]
     default_vhost: String,
+    /// Definitions file to load at start (RabbitMQ's JSON export, as with its
+    /// `load_definitions`): users, vhosts, permissions, queues, exchanges, bindings.
+    #[arg(long, env = "WARREN_LOAD_DEFINITIONS")]
+    load_definitions: Option<PathBuf>,
     /// Storage engine: redb (default) or sled.
     #[arg(long = "store", env = "WARREN_STORE", default_value = "redb", value_parser = parse_engine)]
     engine: warren::EngineKind,
@@ -130,6 +134,9 @@ async fn run(cli: Cli) -> std::process::ExitCode {
         .bind(cli.bind)
         .config(config)
         .management_port((!cli.no_management).then_some(cli.management_port));
+    if let Some(path) = &cli.load_definitions {
+        builder = builder.load_definitions(path);
+    }
     if cli.in_memory {
         tracing::info!("in-memory mode: nothing is written to disk and nothing survives a restart");
     } else {
