@@ -78,6 +78,12 @@ pub fn export(broker: &Broker, only_vhost: Option<&str>) -> Value {
         }
     }
     if only_vhost.is_some() {
+        // A vhost's export does not repeat the vhost in each entry.
+        for item in queues.iter_mut().chain(&mut exchanges).chain(&mut bindings) {
+            if let Some(m) = item.as_object_mut() {
+                m.remove("vhost");
+            }
+        }
         return json!({
             "rabbit_version": version, "rabbitmq_version": version,
             "product_name": broker.config.server_product, "product_version": version,

@@ -114,8 +114,9 @@ pub fn binding(
 }
 
 pub fn properties_key(key: &str, args: &amq_protocol::types::FieldTable) -> String {
+    let key = quote_plus(key);
     if args.inner().is_empty() {
-        return key.to_owned();
+        return key;
     }
     // FNV-1a over the arguments' JSON: stable across runs, opaque to clients.
     let text = table(args).to_string();
@@ -123,6 +124,22 @@ pub fn properties_key(key: &str, args: &amq_protocol::types::FieldTable) -> Stri
         (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3)
     });
     format!("{key}~{digest:016x}")
+}
+
+/// URL form-encoding as RabbitMQ's API applies it to names in binding keys
+/// and Location headers: unreserved characters stay, space is '+'.
+pub fn quote_plus(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for b in s.bytes() {
+        match b {
+            b'a'..=b'z' | b'A'..=b'Z' | b'0'..=b'9' | b'.' | b'-' | b'~' | b'_' => {
+                out.push(b as char)
+            }
+            b' ' => out.push('+'),
+            _ => out.push_str(&format!("%{b:02X}")),
+        }
+    }
+    out
 }
 
 /// An AMQP refusal from a broker verb as RabbitMQ's API reports it.

@@ -454,6 +454,12 @@ async fn list_vhost_bindings(
     })
 }
 
+/// Whether a URL's `props` segment (already percent-decoded once) names the
+/// binding with this properties key; clients send it encoded once or twice.
+fn same_binding(key: &Value, props: &str) -> bool {
+    key == props || *key == json::quote_plus(props)
+}
+
 fn destination(kind: &str, name: &str) -> Option<Dest> {
     match kind {
         "q" => Some(Dest::Queue(name.into())),
@@ -488,7 +494,7 @@ async fn get_binding(
         };
         bindings_of(&[v], |s, x| s == source && *x == d)
             .into_iter()
-            .find(|b| b["properties_key"] == props.as_str())
+            .find(|b| same_binding(&b["properties_key"], &props))
             .map_or_else(not_found, |b| Json(b).into_response())
     })
 }
@@ -533,7 +539,14 @@ async fn post_binding(
     let reply = match v.bind(&source, d, &key, &args, OPERATOR) {
         Ok(()) => (
             StatusCode::CREATED,
-            [(header::LOCATION, json::properties_key(&key, &args))],
+            [(
+                header::LOCATION,
+                format!(
+                    "{}/{}",
+                    json::quote_plus(&dest),
+                    json::quote_plus(&json::properties_key(&key, &args))
+                ),
+            )],
         )
             .into_response(),
         Err(e) => amqp_error(&e),
@@ -573,7 +586,9 @@ async fn delete_binding(
         .read()
         .bindings()
         .into_iter()
-        .find(|(dd, key, args)| *dd == d && json::properties_key(key, args) == props);
+        .find(|(dd, key, args)| {
+            *dd == d && same_binding(&json::properties_key(key, args).into(), &props)
+        });
     let Some((dd, key, args)) = found else {
         return not_found();
     };
