@@ -269,7 +269,8 @@ fn flag(m: &Map<String, Value>, key: &str, default: bool) -> bool {
     m.get(key).and_then(Value::as_bool).unwrap_or(default)
 }
 
-fn tags(v: Option<&Value>) -> Vec<String> {
+/// Tags as RabbitMQ accepts them in JSON: "a,b" or ["a", "b"].
+pub fn tags(v: Option<&Value>) -> Vec<String> {
     match v {
         Some(Value::String(s)) => parse_tags(s),
         Some(Value::Array(a)) => a

@@ -12,7 +12,6 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::{Json, Router};
 use serde_json::{json, Value};
-use warren_broker::access::parse_tags;
 use warren_broker::admin::{AdminError, PasswordChange};
 use warren_broker::vhost::VHostMeta;
 use warren_broker::Broker;
@@ -106,18 +105,6 @@ fn admin_result(r: Result<(), AdminError>) -> Response {
     }
 }
 
-fn tags_of(v: Option<&Value>) -> Vec<String> {
-    match v {
-        Some(Value::String(s)) => parse_tags(s),
-        Some(Value::Array(a)) => a
-            .iter()
-            .filter_map(Value::as_str)
-            .flat_map(parse_tags)
-            .collect(),
-        _ => Vec::new(),
-    }
-}
-
 // ----- overview --------------------------------------------------------------------
 
 async fn overview(State(b): Shared, ConnectInfo(peer): Peer, headers: HeaderMap) -> Response {
@@ -204,7 +191,7 @@ async fn put_vhost(
             .to_owned();
         let meta = VHostMeta {
             description,
-            tags: tags_of(fields.get("tags")),
+            tags: warren_broker::definitions::tags(fields.get("tags")),
         };
         let created = b.put_vhost(&name, meta);
         if created {
@@ -291,7 +278,11 @@ async fn put_user(
             (_, Some(Value::String(h))) => PasswordChange::Hash(h.clone()),
             _ => PasswordChange::Keep,
         };
-        match b.put_user(&name, password, tags_of(Some(tags))) {
+        match b.put_user(
+            &name,
+            password,
+            warren_broker::definitions::tags(Some(tags)),
+        ) {
             Ok(created) => created_or_updated(created),
             Err(AdminError::BadRequest(r)) => bad_request(&r),
             Err(AdminError::NotFound) => not_found(),

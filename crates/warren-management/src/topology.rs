@@ -104,7 +104,9 @@ fn truthy(q: &HashMap<String, String>, key: &str) -> bool {
 
 // ----- queues ------------------------------------------------------------------------
 
-fn queues_response(b: &Broker, vhost: Option<&str>) -> Response {
+/// The JSON of every item `items` yields in one vhost (404 if it is missing)
+/// or in all of them, sorted by vhost then as `items` orders them.
+fn listing(b: &Broker, vhost: Option<&str>, items: impl Fn(&VHost) -> Vec<Value>) -> Response {
     let vhosts = match vhost {
         Some(name) => match b.vhost(name) {
             Some(v) => vec![v],
@@ -112,13 +114,16 @@ fn queues_response(b: &Broker, vhost: Option<&str>) -> Response {
         },
         None => b.vhosts(),
     };
-    let mut list = Vec::new();
-    for v in vhosts {
+    let list: Vec<Value> = vhosts.iter().flat_map(|v| items(v)).collect();
+    Json(list).into_response()
+}
+
+fn queues_response(b: &Broker, vhost: Option<&str>) -> Response {
+    listing(b, vhost, |v| {
         let mut qs = v.queues();
         qs.sort_by(|a, b| a.name.cmp(&b.name));
-        list.extend(qs.iter().map(|q| json::queue(&v.name, q)));
-    }
-    Json(list).into_response()
+        qs.iter().map(|q| json::queue(&v.name, q)).collect()
+    })
 }
 
 async fn list_queues(State(b): Shared, ConnectInfo(peer): Peer, headers: HeaderMap) -> Response {
@@ -260,20 +265,11 @@ async fn purge_queue(
 // ----- exchanges -----------------------------------------------------------------------
 
 fn exchanges_response(b: &Broker, vhost: Option<&str>) -> Response {
-    let vhosts = match vhost {
-        Some(name) => match b.vhost(name) {
-            Some(v) => vec![v],
-            None => return not_found(),
-        },
-        None => b.vhosts(),
-    };
-    let mut list = Vec::new();
-    for v in vhosts {
+    listing(b, vhost, |v| {
         let mut xs = v.exchanges();
         xs.sort_by(|a, b| a.name.cmp(&b.name));
-        list.extend(xs.iter().map(|x| json::exchange(&v.name, x)));
-    }
-    Json(list).into_response()
+        xs.iter().map(|x| json::exchange(&v.name, x)).collect()
+    })
 }
 
 async fn list_exchanges(State(b): Shared, ConnectInfo(peer): Peer, headers: HeaderMap) -> Response {
