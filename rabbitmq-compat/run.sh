@@ -131,7 +131,10 @@ CARGO="$(command -v cargo || true)"
 [ -z "$CARGO" ] && [ -x "$HOME/.cargo/bin/cargo" ] && CARGO="$HOME/.cargo/bin/cargo"
 if [ -n "$CARGO" ]; then
     log "cargo build --release (lapin scenarios, target/lapin-compat)"
-    "$CARGO" build --release --quiet --manifest-path "$HERE/lapin/Cargo.toml" >&2 ||
+    # --target-dir explicitly: lapin/.cargo/config.toml only applies when cargo runs
+    # inside lapin/, and CARGO_TARGET_DIR (if set for the workspace) must not apply
+    "$CARGO" build --release --quiet --manifest-path "$HERE/lapin/Cargo.toml" \
+        --target-dir "$HERE/../target/lapin-compat" >&2 ||
         { log "building the lapin scenarios failed (rabbitmq-compat/lapin)"; exit 2; }
 else
     log "cargo not found: SKIPPING the lapin scenarios (lapin.*); install Rust to run them"
