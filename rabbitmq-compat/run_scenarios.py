@@ -180,6 +180,11 @@ def cmd_compare(a):
             st, d = "FAIL", ["no expected observation (re-record expected/scenarios.json on RabbitMQ)"]
         elif x is None:
             st, d = "FAIL", ["not run against the broker under test"]
+        elif any(k in o for o in (e, x) for k in ("crashed", "skipped")):
+            # the program could not run (or had no restart hook): equal or not, nothing was compared
+            st, d = "FAIL", [f"{side} observation: {o.get('crashed') or o.get('skipped')}"
+                             for side, o in (("expected", e), ("actual", x))
+                             if "crashed" in o or "skipped" in o]
         elif e == x:
             st, d = "PASS", []
         else:
