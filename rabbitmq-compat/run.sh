@@ -7,11 +7,17 @@
 #              (pika, raw frames, ...), compared with known-differences.toml;
 #              the lapin (Rust) scenarios need cargo (skipped with a message without it)
 #
-#   rabbitmq-compat/run.sh [--warren-url URL] [--update-expected]
-#                          [--no-tutorials] [--no-errors] [--no-scenarios] [--only SUBSTR]
+#   rabbitmq-compat/run.sh [--warren-bin PATH [--warren-port PORT] | --warren-url URL [--warren-restart CMD]]
+#                          [--update-expected] [--no-tutorials] [--no-errors] [--no-scenarios] [--only SUBSTR]
 #
-#   --warren-url URL   Warren's AMQP URL (default amqp://guest:guest@127.0.0.1:5672/).
-#                      Warren must already be running; this script does not start it.
+#   --warren-bin PATH  start Warren from this binary (with warren.sh: 127.0.0.1, a fresh data
+#                      dir, log in $COMPAT_OUT/warren-broker.log), stop it at the end; the
+#                      restart scenarios restart it with `warren.sh restart` (what .ci/run uses)
+#   --warren-port PORT port for --warren-bin (default 5672)
+#   --warren-url URL   an already running Warren (default amqp://guest:guest@127.0.0.1:5672/)
+#   --warren-restart CMD  shell command that restarts that Warren on the same data dir and
+#                      returns when it accepts connections again; without it (and without
+#                      --warren-bin) the restart scenarios are recorded as skipped and fail
 #   --errors           accepted for compatibility (the error probe runs by default)
 #   --no-tutorials / --no-errors / --no-scenarios   skip a suite
 #   --only SUBSTR      run only scenarios whose name contains SUBSTR (repeatable)
@@ -25,6 +31,8 @@
 #   COMPAT_RABBITMQ_PORT     port for the private RabbitMQ (default 5673)
 #   COMPAT_OUT               output dir (default rabbitmq-compat/out)
 #   COMPAT_SCENARIO_TIMEOUT  default per-scenario timeout in seconds (10)
+#   COMPAT_WARREN_DIR        state/data dir of the Warren started by --warren-bin
+#                            (default /tmp/warren-compat-warren; see warren.sh)
 #
 # Outputs in $COMPAT_OUT: expected-*.json / actual-*.json, errors-*.txt,
 # scenarios-diff.txt (every differing path) and compat.md (the report).
@@ -35,6 +43,9 @@ set -euo pipefail
 
 HERE="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 WARREN_URL="amqp://guest:guest@127.0.0.1:5672/"
+WARREN_BIN=""
+WARREN_PORT=5672
+WARREN_RESTART=""
 RUN_TUTORIALS=1
 RUN_ERRORS=1
 RUN_SCENARIOS=1
@@ -44,6 +55,12 @@ while [ $# -gt 0 ]; do
     case "$1" in
         --warren-url) WARREN_URL="$2"; shift 2 ;;
         --warren-url=*) WARREN_URL="${1#*=}"; shift ;;
+        --warren-bin) WARREN_BIN="$2"; shift 2 ;;
+        --warren-bin=*) WARREN_BIN="${1#*=}"; shift ;;
+        --warren-port) WARREN_PORT="$2"; shift 2 ;;
+        --warren-port=*) WARREN_PORT="${1#*=}"; shift ;;
+        --warren-restart) WARREN_RESTART="$2"; shift 2 ;;
+        --warren-restart=*) WARREN_RESTART="${1#*=}"; shift ;;
         --errors) RUN_ERRORS=1; shift ;;
         --no-errors) RUN_ERRORS=0; shift ;;
         --no-tutorials) RUN_TUTORIALS=0; shift ;;
@@ -51,7 +68,7 @@ while [ $# -gt 0 ]; do
         --only) ONLY+=(--only "$2"); shift 2 ;;
         --only=*) ONLY+=(--only "${1#*=}"); shift ;;
         --update-expected) UPDATE_EXPECTED=1; shift ;;
-        -h|--help) sed -n '2,33p' "$0"; exit 0 ;;
+        -h|--help) sed -n '2,45p' "$0"; exit 0 ;;
         *) echo "unknown argument: $1" >&2; exit 2 ;;
     esac
 done
@@ -114,7 +131,10 @@ CARGO="$(command -v cargo || true)"
 [ -z "$CARGO" ] && [ -x "$HOME/.cargo/bin/cargo" ] && CARGO="$HOME/.cargo/bin/cargo"
 if [ -n "$CARGO" ]; then
     log "cargo build --release (lapin scenarios, target/lapin-compat)"
-    "$CARGO" build --release --quiet --manifest-path "$HERE/lapin/Cargo.toml" >&2 ||
+    # --target-dir explicitly: lapin/.cargo/config.toml only applies when cargo runs
+    # inside lapin/, and CARGO_TARGET_DIR (if set for the workspace) must not apply
+    "$CARGO" build --release --quiet --manifest-path "$HERE/lapin/Cargo.toml" \
+        --target-dir "$HERE/../target/lapin-compat" >&2 ||
         { log "building the lapin scenarios failed (rabbitmq-compat/lapin)"; exit 2; }
 else
     log "cargo not found: SKIPPING the lapin scenarios (lapin.*); install Rust to run them"
@@ -171,6 +191,7 @@ EOF
     if [ "$RUN_SCENARIOS" = 1 ]; then
         log "running the scenarios against RabbitMQ"
         "$PY" "$HERE/run_scenarios.py" --url "$RABBIT_URL" --out "$EXPECTED_SCEN" "${ONLY[@]}" \
+            --restart-cmd "$(printf '%q' "$HERE/rabbitmq.sh") restart" \
             2> "$OUT/rabbitmq-scenarios.log" ||
             { log "scenario run against RabbitMQ failed; see $OUT/rabbitmq-scenarios.log"; exit 2; }
         tail -n 1 "$OUT/rabbitmq-scenarios.log" | sed 's/^/[run.sh] RabbitMQ: /' >&2
@@ -204,6 +225,17 @@ EOF
 fi
 
 # ---- Warren -------------------------------------------------------------------
+if [ -n "$WARREN_BIN" ]; then
+    # started here (after RabbitMQ has stopped), restarted by the restart scenarios
+    export COMPAT_WARREN_BIN="$WARREN_BIN"
+    export COMPAT_WARREN_LOG="$OUT/warren-broker.log"
+    "$HERE/warren.sh" start "$WARREN_PORT" || { log "could not start Warren ($WARREN_BIN); see $COMPAT_WARREN_LOG"; exit 2; }
+    trap '"$HERE/warren.sh" stop || true' EXIT
+    WARREN_URL="amqp://guest:guest@127.0.0.1:$WARREN_PORT/"
+    WARREN_RESTART="$(printf '%q' "$HERE/warren.sh") restart"
+elif [ -z "$WARREN_RESTART" ] && [ "$RUN_SCENARIOS" = 1 ]; then
+    log "no --warren-restart (nor --warren-bin): the restart scenarios cannot restart Warren and will fail"
+fi
 "$PY" - "$WARREN_URL" 2>/dev/null <<'EOF' || { log "Warren is not accepting TCP connections at $WARREN_URL (start it first)"; }
 import socket, sys, urllib.parse
 u = urllib.parse.urlparse(sys.argv[1])
@@ -233,10 +265,17 @@ if [ "$RUN_ERRORS" = 1 ]; then
     "$PY" "$HERE/probe_errors.py" --url "$WARREN_URL" --out "$OUT/errors-warren.txt" \
         --compare "$EXPECTED_ERRORS" > "$OUT/errors-compare.txt" 2>&1 || status=1
 fi
+RESTART_ARGS=()
+[ -n "$WARREN_RESTART" ] && RESTART_ARGS=(--restart-cmd "$WARREN_RESTART")
 if [ "$RUN_SCENARIOS" = 1 ]; then
     log "running the scenarios against Warren"
     "$PY" "$HERE/run_scenarios.py" --url "$WARREN_URL" --out "$OUT/actual-scenarios.json" "${ONLY[@]}" \
-        2> "$OUT/warren-scenarios.log" || log "scenario runner reported an error; see $OUT/warren-scenarios.log"
+        "${RESTART_ARGS[@]}" 2> "$OUT/warren-scenarios.log" ||
+        log "scenario runner reported an error; see $OUT/warren-scenarios.log"
+fi
+if [ -n "$WARREN_BIN" ]; then
+    "$HERE/warren.sh" stop
+    trap - EXIT
 fi
 
 if [ "$RUN_TUTORIALS" = 1 ]; then

@@ -2,6 +2,7 @@
 """Differential scenarios: run them against one broker, or compare two runs.
 
     run_scenarios.py --url amqp://guest:guest@127.0.0.1:5673/ --out rabbit.json [--only SUBSTR]...
+                     [--restart-cmd 'rabbitmq.sh restart']
     run_scenarios.py --compare EXPECTED.json ACTUAL.json [--known known-differences.toml]
                      [--report out/compat.md] [--details out/scenarios-diff.txt]
     run_scenarios.py --list [--only SUBSTR]
@@ -10,6 +11,9 @@ Running writes {scenario name: observation} (plus "_meta": broker version,
 date, client versions) as JSON.  Every scenario runs in its own child process
 with a timeout (COMPAT_SCENARIO_TIMEOUT, default 10 s; some scenarios ask
 for more); a hang is recorded as {"timeout": ...} and the suite goes on.
+The restart scenarios (area "restart") restart the broker with the shell
+command given by --restart-cmd (or $COMPAT_RESTART_CMD); without one they
+are recorded as skipped, which fails the comparison.
 
 Comparing prints one line per scenario grouped by area -- PASS, FAIL or
 KNOWN-DIFF (differs, and known-differences.toml says why) -- with the
@@ -67,8 +71,15 @@ def cmd_run(a):
     from scenarios.framework import load_all, run_one
     reg = load_all()
     scs = selected(reg, a.only)
+    if a.restart_cmd:
+        os.environ["COMPAT_RESTART_CMD"] = a.restart_cmd
     meta = broker_meta(a.url)
     log(f"running {len(scs)} scenarios against {meta.get('product')} {meta.get('version')} at {a.url}")
+    nrestart = sum(1 for s in scs if s.restart)
+    if nrestart:
+        hook = os.environ.get("COMPAT_RESTART_CMD")
+        log(f"  {nrestart} of them restart the broker with: {hook}" if hook else
+            f"  no --restart-cmd: the {nrestart} restart scenarios are recorded as skipped")
     results = {}
     t_all = time.monotonic()
     for sc in scs:
@@ -144,6 +155,8 @@ def rabbit_state(obs):
         return "TIMEOUT"
     if "uncaught" in obs or "crashed" in obs:
         return "error"
+    if "skipped" in obs:
+        return "skipped"
     return "ok"
 
 
@@ -167,6 +180,11 @@ def cmd_compare(a):
             st, d = "FAIL", ["no expected observation (re-record expected/scenarios.json on RabbitMQ)"]
         elif x is None:
             st, d = "FAIL", ["not run against the broker under test"]
+        elif any(k in o for o in (e, x) for k in ("crashed", "skipped")):
+            # the program could not run (or had no restart hook): equal or not, nothing was compared
+            st, d = "FAIL", [f"{side} observation: {o.get('crashed') or o.get('skipped')}"
+                             for side, o in (("expected", e), ("actual", x))
+                             if "crashed" in o or "skipped" in o]
         elif e == x:
             st, d = "PASS", []
         else:
@@ -289,7 +307,7 @@ def cmd_list(a):
     from scenarios.framework import load_all
     for s in selected(load_all(), a.only):
         first = s.doc.split("\n")[0] if s.doc else ""
-        print(f"{s.name:<55} {s.timeout:>4g}s  {first}")
+        print(f"{s.name:<55} {s.timeout:>4g}s{' R' if s.restart else '  '} {first}")
     return 0
 
 
@@ -299,6 +317,9 @@ def main():
     ap.add_argument("--out")
     ap.add_argument("--only", action="append", default=[], help="only scenarios whose name contains this")
     ap.add_argument("--list", action="store_true")
+    ap.add_argument("--restart-cmd", default=os.environ.get("COMPAT_RESTART_CMD"),
+                    help="shell command that restarts the broker and returns when it is back "
+                         "(used by the restart scenarios)")
     ap.add_argument("--compare", nargs=2, metavar=("EXPECTED", "ACTUAL"))
     ap.add_argument("--known", default=DEFAULT_KNOWN)
     ap.add_argument("--report", help="write a Markdown report here")

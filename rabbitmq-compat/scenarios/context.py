@@ -20,6 +20,9 @@
                                 process pika events until pred() is true
     ctx.settle(conn, seconds)   process events for a fixed short time (lets
                                 stray deliveries arrive before counting)
+    ctx.restart_broker()        restart the broker under test (only in scenarios
+                                registered with restart=True); returns when it
+                                accepts connections again
 """
 import contextlib
 import time
@@ -28,6 +31,7 @@ import pika
 from pika import exceptions as pex
 
 from . import pikautil
+from . import framework
 from .framework import jsonable
 from .pikautil import LAST, method_name
 
@@ -76,6 +80,13 @@ class Ctx:
             except Exception:  # noqa: BLE001
                 pass
         self.conns = []
+
+    def restart_broker(self):
+        """Restart the broker (the runner's restart hook, see
+        framework.restart_broker()); raises RestartError without a hook."""
+        if not self.sc.restart:
+            raise framework.RestartError(f"{self.name} is not registered with restart=True")
+        return framework.restart_broker()
 
     # ---- observations ----------------------------------------------------
     def record(self, key, value):

@@ -47,8 +47,9 @@ DEFAULT_TIMEOUT = float(os.environ.get("COMPAT_SCENARIO_TIMEOUT", "10"))
 
 class Scenario:
     def __init__(self, name, area, client, func=None, argv=None, cwd=None,
-                 timeout=DEFAULT_TIMEOUT, queues=(), exchanges=(), doc=""):
+                 timeout=DEFAULT_TIMEOUT, queues=(), exchanges=(), doc="", restart=False):
         self.name = name
+        self.restart = restart  # restarts the broker (needs the restart hook)
         self.area = area
         self.client = client
         self.func = func
@@ -85,24 +86,25 @@ def _register(s):
     return s
 
 
-def scenario(area, name=None, timeout=DEFAULT_TIMEOUT, client=None):
+def scenario(area, name=None, timeout=DEFAULT_TIMEOUT, client=None, restart=False):
     """Decorator: register ``func(ctx)`` as scenario ``<client>.<area>.<name>``.
 
     The client is derived from the package (scenarios/pika_blocking -> pika,
     scenarios/raw -> raw) unless given; the name defaults to the function
-    name with '_' replaced by '-'.
+    name with '_' replaced by '-'.  ``restart=True`` marks a scenario that
+    restarts the broker with ``ctx.restart_broker()`` (see restart_broker()).
     """
     def deco(func):
         cl = client or _client_of(func.__module__)
         nm = name or func.__name__.strip("_").replace("_", "-")
         _register(Scenario(f"{cl}.{area}.{nm}", area, cl, func=func, timeout=timeout,
-                           doc=(func.__doc__ or "").strip()))
+                           doc=(func.__doc__ or "").strip(), restart=restart))
         return func
     return deco
 
 
 def external(area, name, argv, client, cwd=None, timeout=DEFAULT_TIMEOUT,
-             queues=(), exchanges=(), doc=""):
+             queues=(), exchanges=(), doc="", restart=False):
     """Register an external program as scenario ``<client>.<area>.<name>``.
 
     The program is run as ``argv + [URL, PREFIX]`` with the environment
@@ -113,16 +115,18 @@ def external(area, name, argv, client, cwd=None, timeout=DEFAULT_TIMEOUT,
     object names what the runner should delete afterwards (it is removed from
     the observation); ``queues``/``exchanges`` given here (suffixes, joined to
     PREFIX with '.') are deleted too.  A non-zero exit status is recorded in
-    the observation as "exit status".
+    the observation as "exit status".  ``restart=True``: the program restarts
+    the broker by running the shell command in COMPAT_RESTART_CMD (see
+    restart_broker()).
     """
     return _register(Scenario(f"{client}.{area}.{name}", area, client, argv=list(argv),
                               cwd=cwd, timeout=timeout, queues=queues, exchanges=exchanges,
-                              doc=doc))
+                              doc=doc, restart=restart))
 
 
 # Report order of areas; areas not listed come after these, alphabetically.
 AREA_ORDER = ["connection", "handshake", "channel", "exchange", "queue", "queue-features", "basic",
-              "confirms", "tx", "reply-to", "patterns", "large", "frames", "tables"]
+              "confirms", "tx", "reply-to", "patterns", "large", "frames", "tables", "restart"]
 CLIENT_ORDER = ["pika", "pika-async", "kombu", "aio-pika", "amqplib", "raw"]
 
 
@@ -147,6 +151,63 @@ def load_all():
     REGISTRY.clear()
     REGISTRY.update((s.name, s) for s in ordered)
     return REGISTRY
+
+
+# ---------------------------------------------------------------------------
+# the broker restart hook
+# ---------------------------------------------------------------------------
+# run_scenarios.py --restart-cmd CMD puts CMD here (and external programs get
+# it in their environment).  For RabbitMQ it is `rabbitmq.sh restart`, for
+# Warren `warren.sh restart` (run.sh passes both); it must return only when
+# the broker accepts AMQP connections again.
+RESTART_ENV = "COMPAT_RESTART_CMD"
+RESTART_TIMEOUT = float(os.environ.get("COMPAT_RESTART_TIMEOUT", "90"))
+
+
+class RestartError(RuntimeError):
+    pass
+
+
+def restart_broker():
+    """Restart the broker under test with the shell command in
+    $COMPAT_RESTART_CMD and wait for it to finish (the command returns when
+    the broker is back).  The command runs in its own session, so a scenario
+    timeout does not kill it half-way, and its output goes to stderr (the
+    runner's log).  Raises RestartError when there is no hook or it fails."""
+    cmd = os.environ.get(RESTART_ENV)
+    if not cmd:
+        raise RestartError(f"no restart hook: {RESTART_ENV} is not set (run_scenarios.py --restart-cmd)")
+    sys.stderr.flush()
+    t0 = time.monotonic()
+    try:
+        r = subprocess.run(cmd, shell=True, stdin=subprocess.DEVNULL, stdout=sys.stderr.fileno(),
+                           stderr=sys.stderr.fileno(), start_new_session=True,
+                           timeout=RESTART_TIMEOUT, check=False)
+    except subprocess.TimeoutExpired as e:
+        raise RestartError(f"restart command did not finish within {RESTART_TIMEOUT:g}s") from e
+    if r.returncode != 0:
+        raise RestartError(f"restart command exited with {r.returncode}")
+    sys.stderr.write(f"[restart] broker restarted in {time.monotonic() - t0:.1f}s\n")
+    return time.monotonic() - t0
+
+
+def wait_for_broker(url, timeout=60.0):
+    """Wait until the broker at url completes an AMQP handshake (after a
+    scenario that restarted it).  Returns True when it does."""
+    import pika
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            p = pika.URLParameters(url)
+            p.connection_attempts = 1
+            p.socket_timeout = 2
+            c = pika.BlockingConnection(p)
+            c.close()
+            return True
+        except Exception:  # noqa: BLE001
+            if time.monotonic() >= deadline:
+                return False
+            time.sleep(0.2)
 
 
 # ---------------------------------------------------------------------------
@@ -392,9 +453,15 @@ def cleanup(url, queues, exchanges, log):
 
 def run_one(sc, url, log=lambda s: None):
     t0 = time.monotonic()
+    if sc.restart and not os.environ.get(RESTART_ENV):
+        # without the hook the scenario cannot run; recorded, so it fails the comparison
+        return {"skipped": "needs the broker restart hook (run_scenarios.py --restart-cmd)"}, 0.0
     if sc.func is not None:
         obs, queues, exchanges = _run_python(sc, url, log)
     else:
         obs, queues, exchanges = _run_external(sc, url, log)
+    if sc.restart and not wait_for_broker(url):
+        log(f"[{sc.name}] the broker did not come back after the restart")
+        obs["broker down after the scenario"] = True
     cleanup(url, queues, exchanges, log)
     return normalise(obs), time.monotonic() - t0

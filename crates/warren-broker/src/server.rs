@@ -97,7 +97,10 @@ impl ServerHandle {
     pub async fn shutdown(mut self, grace: Duration) {
         let _ = self.shutdown.send(true);
         while self.tasks.join_next().await.is_some() {}
-        self.broker.close_all("CONNECTION_FORCED - broker shutdown");
+        // RabbitMQ's text when the node (or its rabbit app) stops
+        self.broker.close_all(
+            "CONNECTION_FORCED - broker forced connection closure with reason 'shutdown'",
+        );
         let deadline = Instant::now() + grace;
         while self.broker.connection_count() > 0 && Instant::now() < deadline {
             tokio::time::sleep(Duration::from_millis(10)).await;

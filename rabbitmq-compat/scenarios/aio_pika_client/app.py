@@ -250,3 +250,97 @@ def aio_channel_close_errors(ctx):
         ok = await ch.declare_queue(q.name, passive=True)
         ctx.record("fresh channel", ok.declaration_result.message_count)
     run(ctx, body)
+
+
+async def _counts(ch, name):
+    """[messages, consumers] from a passive queue.declare on the channel's
+    current aiormq channel (aio-pika's declare_queue(passive=True) on a
+    robust channel can hand back an earlier declaration result)."""
+    await asyncio.sleep(0.15)
+    ok = await (await ch.get_underlay_channel()).queue_declare(name, passive=True)
+    return [ok.message_count, ok.consumer_count]
+
+
+@scenario("restart", timeout=60, restart=True)
+def robust_consumer_resumes(ctx):
+    """connect_robust (reconnect_interval 0.3 s): durable exchange + durable
+    queue and a transient queue bound to it, a consumer (prefetch 10) that
+    acks m0 and holds m1, m2 and a non-persistent message unacked; the broker
+    restarts; the close callback's exception, the reconnect callback; the
+    robust channel re-declares exchange, queues, bindings, QoS and the
+    consumer by itself: held persistent messages come back redelivered, the
+    non-persistent one is gone, and m3 published after the reconnect reaches
+    both queues."""
+    async def main():
+        conn = await aio_pika.connect_robust(ctx.url, timeout=5, reconnect_interval=0.3)
+        events = []
+        reconnected = asyncio.Event()
+        refused = []
+
+        def on_close(_sender, exc):
+            # reconnect attempts while the broker is down fail with ECONNREFUSED
+            # (how many depends on how long the restart takes): counted apart
+            if isinstance(exc, aiormq.exceptions.AMQPConnectionError) and \
+                    "Connect call failed" in str(exc):
+                refused.append(exc)
+            else:
+                events.append({"close callback": aerr(exc) if exc else None})
+        conn.close_callbacks.add(on_close)
+
+        def on_reconnect(_sender):
+            events.append("reconnect callback")
+            reconnected.set()
+        conn.reconnect_callbacks.add(on_reconnect)
+        ch = await conn.channel()
+        await ch.set_qos(prefetch_count=10)
+        x = await ch.declare_exchange(ctx.exchange("x"), aio_pika.ExchangeType.DIRECT, durable=True)
+        q = await ch.declare_queue(ctx.queue("durable"), durable=True)
+        tq = await ch.declare_queue(ctx.queue("transient"), durable=False)
+        await q.bind(x, routing_key="k")
+        await tq.bind(x, routing_key="k")
+        for i in range(3):
+            await x.publish(aio_pika.Message(f"m{i}".encode(), headers={"i": i},
+                                             delivery_mode=aio_pika.DeliveryMode.PERSISTENT),
+                            routing_key="k")
+        await x.publish(aio_pika.Message(b"not-persistent",
+                                         delivery_mode=aio_pika.DeliveryMode.NOT_PERSISTENT),
+                        routing_key="k")
+        phase = {"n": 1}
+        got = {1: [], 2: []}
+
+        async def on_message(m):
+            got[phase["n"]].append(amsg(m))
+            if phase["n"] == 2 or m.body == b"m0":
+                await m.ack()
+        await q.consume(on_message)
+
+        async def wait_for(pred, seconds):
+            deadline = asyncio.get_running_loop().time() + seconds
+            while not pred() and asyncio.get_running_loop().time() < deadline:
+                await asyncio.sleep(0.05)
+        await wait_for(lambda: len(got[1]) >= 4, 5)
+        await asyncio.sleep(0.3)
+        ctx.record("delivered before the restart", got[1])
+        ctx.record("transient queue before the restart [messages, consumers]",
+                   await _counts(ch, ctx.queue("transient")))
+        phase["n"] = 2
+        await asyncio.to_thread(ctx.restart_broker)
+        try:
+            await asyncio.wait_for(reconnected.wait(), 20)
+        except asyncio.TimeoutError:
+            events.append("no reconnect within 20 s")
+        await wait_for(lambda: len(got[2]) >= 2, 5)
+        ctx.record("connection state after the reconnect",
+                   {"is_closed": conn.is_closed, "channel is_closed": ch.is_closed})
+        await x.publish(aio_pika.Message(b"m3", delivery_mode=aio_pika.DeliveryMode.PERSISTENT),
+                        routing_key="k")
+        await wait_for(lambda: len(got[2]) >= 3, 5)
+        await asyncio.sleep(0.3)
+        ctx.record("events", events)
+        ctx.record("delivered after the restart", got[2])
+        ctx.record("transient queue (re-declared by the robust channel) [messages, consumers]",
+                   await _counts(ch, ctx.queue("transient")))
+        ctx.record("durable queue at the end [messages, consumers]",
+                   await _counts(ch, ctx.queue("durable")))
+        await conn.close()
+    asyncio.run(asyncio.wait_for(main(), 50))

@@ -25,3 +25,9 @@ for _area, _name, _doc in [
      "server capabilities/frameMax/channelMax/heartbeat as amqplib negotiated; exclusive queue from another connection (405); clean closes"),
 ]:
     external(_area, _name, ["node", _JS, _name], "amqplib", cwd=_HERE, doc=_doc)
+
+external("restart", "reconnect-after-restart", ["node", _JS, "reconnect-after-restart"], "amqplib",
+         cwd=_HERE, timeout=60, restart=True,
+         doc="confirm channel: durable topic exchange, durable + transient queue, persistent and "
+             "non-persistent messages, one got and left unacked; the broker restarts; connection/channel "
+             "events and errors on the dead objects; reconnect: what survived, bodies, properties, redelivered")

@@ -4,6 +4,7 @@
 // ../../tutorials/javascript/node_modules (installed by run.sh with npm ci).
 'use strict';
 const path = require('path');
+const {spawn} = require('child_process');
 const amqp = require(path.join(__dirname, '..', '..', 'tutorials', 'javascript', 'node_modules', 'amqplib'));
 
 const [name, url, prefix] = process.argv.slice(2);
@@ -35,6 +36,23 @@ async function channel(conn, confirm) {
 }
 async function attempt(key, fn) {
   try { const r = await fn(); obs[key] = {ok: r === undefined ? null : r}; } catch (e) { obs[key] = err(e); }
+}
+// Restart the broker with the runner's hook (COMPAT_RESTART_CMD, a shell
+// command that returns when the broker is back); its output goes to stderr and
+// it runs in its own session (a scenario timeout must not kill it half-way).
+function restartBroker() {
+  const cmd = process.env.COMPAT_RESTART_CMD;
+  if (!cmd) return Promise.reject(new Error('no restart hook: COMPAT_RESTART_CMD is not set'));
+  return new Promise((resolve, reject) => {
+    const p = spawn('sh', ['-c', cmd], {stdio: ['ignore', 2, 2], detached: true});
+    p.on('error', reject);
+    p.on('exit', (code) => (code === 0 ? resolve() : reject(new Error(`restart command exited with ${code}`))));
+  });
+}
+async function connectRetrying(tries, delayMs) {
+  for (let i = 1; ; i++) {
+    try { return await amqp.connect(url); } catch (e) { if (i >= tries) throw e; await sleep(delayMs); }
+  }
 }
 const declareOk = (r) => ({queue: strip(r.queue), messageCount: r.messageCount, consumerCount: r.consumerCount});
 
@@ -183,6 +201,53 @@ const SCENARIOS = {
     obs['other connection close'] = closes;
     await attempt('channel.close', () => ch.close());
   },
+
+  // (restart) the broker restarts under a confirm channel; returns the new
+  // connection for the driver to close
+  async 'reconnect-after-restart'(conn) {
+    const events = [];
+    conn.on('error', (e) => events.push({'connection error event': err(e)}));
+    conn.on('close', (e) => events.push({'connection close event': e ? err(e) : 'no error'}));
+    const ch = await channel(conn, true);
+    ch.on('close', () => events.push('channel close event'));
+    const dq = Q('durable'), tq = Q('transient'), x = X('x');
+    await ch.assertExchange(x, 'topic', {durable: true});
+    await ch.assertQueue(dq, {durable: true});
+    await ch.assertQueue(tq, {durable: false});
+    await ch.bindQueue(dq, x, 'k.#');
+    await ch.bindQueue(tq, x, 'k.#');
+    for (let i = 0; i < 3; i++) {
+      ch.publish(x, `k.${i}`, Buffer.from(`p${i}`),
+        {persistent: true, headers: {i}, contentType: 'text/plain', messageId: `m${i}`});
+    }
+    ch.publish(x, 'k.t', Buffer.from('not-persistent'), {persistent: false});
+    await ch.waitForConfirms();
+    const held = await ch.get(dq, {noAck: false});
+    obs['held (unacked)'] = msg(held);
+    obs['before restart'] = {durable: declareOk(await ch.checkQueue(dq)), transient: declareOk(await ch.checkQueue(tq))};
+    await restartBroker();
+    await sleep(300);
+    obs['events'] = events;
+    await attempt('old channel: checkQueue', () => ch.checkQueue(dq));
+    await attempt('old channel: ack the held message', () => ch.ack(held));
+    await attempt('old connection: createChannel', () => conn.createChannel());
+    const c2 = await connectRetrying(50, 200);
+    c2.on('error', (e) => { obs['new connection error'] = err(e); });
+    let ch2 = await channel(c2, false);
+    obs['durable queue after restart'] = declareOk(await ch2.checkQueue(dq));
+    await attempt('transient queue after restart (checkQueue)', () => ch2.checkQueue(tq));
+    ch2 = await channel(c2, false);
+    await attempt('durable exchange after restart (checkExchange)', () => ch2.checkExchange(x));
+    ch2.publish(x, 'k.after', Buffer.from('after'), {persistent: true});
+    const got = [];
+    for (let i = 0; i < 10; i++) {
+      const m = await ch2.get(dq, {noAck: true});
+      if (!m) break;
+      got.push(msg(m));
+    }
+    obs['durable queue messages after restart'] = got;
+    return c2;
+  },
 };
 
 (async () => {
@@ -190,7 +255,8 @@ const SCENARIOS = {
   try {
     conn = await amqp.connect(url);
     conn.on('error', (e) => { obs['connection error'] = err(e); });
-    await SCENARIOS[name](conn);
+    const replacement = await SCENARIOS[name](conn);
+    if (replacement && replacement !== conn) conn = replacement;
   } catch (e) {
     obs['uncaught'] = err(e);
   }
