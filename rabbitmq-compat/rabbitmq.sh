@@ -18,6 +18,8 @@
 #   COMPAT_RABBITMQ_DIST_PORT  Erlang distribution port (default 25673)
 #   COMPAT_RABBITMQ_EPMD_PORT  private epmd port (default 4371)
 #   COMPAT_RABBITMQ_START_TIMEOUT  seconds to wait for AMQP (default 180)
+#   COMPAT_RABBITMQ_MGMT_PORT  management API port (default AMQP port + 10000;
+#                              the rabbitmq_management plugin is enabled)
 set -euo pipefail
 
 STATE_DIR="${COMPAT_RABBITMQ_DIR:-/tmp/warren-compat-rabbitmq}"
@@ -106,15 +108,22 @@ cmd_start() {
     head -c 24 /dev/urandom | od -An -tx1 | tr -d ' \n' > "$STATE_DIR/home/.erlang.cookie"
     chmod 400 "$STATE_DIR/home/.erlang.cookie"
     : > "$STATE_DIR/rabbitmq-env.conf"
-    echo '[].' > "$STATE_DIR/enabled_plugins"
+    local mgmt_port="${COMPAT_RABBITMQ_MGMT_PORT:-$((port + 10000))}"
+    if port_open "$mgmt_port"; then
+        log "management port $mgmt_port is already in use"; exit 1
+    fi
+    echo '[rabbitmq_management].' > "$STATE_DIR/enabled_plugins"
     echo '[].' > "$STATE_DIR/advanced.config"
     cat > "$STATE_DIR/rabbitmq.conf" <<EOF
 listeners.tcp.default = 127.0.0.1:$port
+management.tcp.ip = 127.0.0.1
+management.tcp.port = $mgmt_port
 loopback_users.guest = true
 log.console = false
 log.file.level = info
 EOF
     echo "$port" > "$STATE_DIR/port"
+    echo "$mgmt_port" > "$STATE_DIR/mgmt_port"
     node_env
     export RABBITMQ_NODE_PORT="$port"
     export RABBITMQ_SERVER_ADDITIONAL_ERL_ARGS="-kernel inet_dist_use_interface {127,0,0,1}"

@@ -15,6 +15,7 @@
 #                      restart scenarios restart it with `warren.sh restart` (what .ci/run uses)
 #   --warren-port PORT port for --warren-bin (default 5672)
 #   --warren-url URL   an already running Warren (default amqp://guest:guest@127.0.0.1:5672/)
+#   --warren-mgmt-url URL  that Warren's management API (default http://127.0.0.1:15672)
 #   --warren-restart CMD  shell command that restarts that Warren on the same data dir and
 #                      returns when it accepts connections again; without it (and without
 #                      --warren-bin) the restart scenarios are recorded as skipped and fail
@@ -28,7 +29,10 @@
 #   COMPAT_SKIP_RABBITMQ=1   don't install/start RabbitMQ; use the committed
 #                            expected/tutorials.json, expected/errors-rabbitmq-3.10.8.txt
 #                            and expected/scenarios.json as the expected output
-#   COMPAT_RABBITMQ_PORT     port for the private RabbitMQ (default 5673)
+#   COMPAT_RABBITMQ_PORT     port for the private RabbitMQ (default 5673); its
+#                            management API listens on this port + 10000
+#   The access scenarios reach each broker's management API through
+#   COMPAT_MGMT_URL, which this script sets for each run.
 #   COMPAT_OUT               output dir (default rabbitmq-compat/out)
 #   COMPAT_SCENARIO_TIMEOUT  default per-scenario timeout in seconds (10)
 #   COMPAT_WARREN_DIR        state/data dir of the Warren started by --warren-bin
@@ -46,6 +50,7 @@ WARREN_URL="amqp://guest:guest@127.0.0.1:5672/"
 WARREN_BIN=""
 WARREN_PORT=5672
 WARREN_RESTART=""
+WARREN_MGMT_URL="http://127.0.0.1:15672"
 RUN_TUTORIALS=1
 RUN_ERRORS=1
 RUN_SCENARIOS=1
@@ -59,6 +64,8 @@ while [ $# -gt 0 ]; do
         --warren-bin=*) WARREN_BIN="${1#*=}"; shift ;;
         --warren-port) WARREN_PORT="$2"; shift 2 ;;
         --warren-port=*) WARREN_PORT="${1#*=}"; shift ;;
+        --warren-mgmt-url) WARREN_MGMT_URL="$2"; shift 2 ;;
+        --warren-mgmt-url=*) WARREN_MGMT_URL="${1#*=}"; shift ;;
         --warren-restart) WARREN_RESTART="$2"; shift 2 ;;
         --warren-restart=*) WARREN_RESTART="${1#*=}"; shift ;;
         --errors) RUN_ERRORS=1; shift ;;
@@ -190,6 +197,7 @@ EOF
     fi
     if [ "$RUN_SCENARIOS" = 1 ]; then
         log "running the scenarios against RabbitMQ"
+        COMPAT_MGMT_URL="http://127.0.0.1:$((RABBIT_PORT + 10000))" \
         "$PY" "$HERE/run_scenarios.py" --url "$RABBIT_URL" --out "$EXPECTED_SCEN" "${ONLY[@]}" \
             --restart-cmd "$(printf '%q' "$HERE/rabbitmq.sh") restart" \
             2> "$OUT/rabbitmq-scenarios.log" ||
@@ -229,9 +237,10 @@ if [ -n "$WARREN_BIN" ]; then
     # started here (after RabbitMQ has stopped), restarted by the restart scenarios
     export COMPAT_WARREN_BIN="$WARREN_BIN"
     export COMPAT_WARREN_LOG="$OUT/warren-broker.log"
-    "$HERE/warren.sh" start "$WARREN_PORT" || { log "could not start Warren ($WARREN_BIN); see $COMPAT_WARREN_LOG"; exit 2; }
+    "$HERE/warren.sh" start "$WARREN_PORT" -- --management-port "$((WARREN_PORT + 10000))" || { log "could not start Warren ($WARREN_BIN); see $COMPAT_WARREN_LOG"; exit 2; }
     trap '"$HERE/warren.sh" stop || true' EXIT
     WARREN_URL="amqp://guest:guest@127.0.0.1:$WARREN_PORT/"
+    WARREN_MGMT_URL="http://127.0.0.1:$((WARREN_PORT + 10000))"
     WARREN_RESTART="$(printf '%q' "$HERE/warren.sh") restart"
 elif [ -z "$WARREN_RESTART" ] && [ "$RUN_SCENARIOS" = 1 ]; then
     log "no --warren-restart (nor --warren-bin): the restart scenarios cannot restart Warren and will fail"
@@ -269,6 +278,7 @@ RESTART_ARGS=()
 [ -n "$WARREN_RESTART" ] && RESTART_ARGS=(--restart-cmd "$WARREN_RESTART")
 if [ "$RUN_SCENARIOS" = 1 ]; then
     log "running the scenarios against Warren"
+    COMPAT_MGMT_URL="$WARREN_MGMT_URL" \
     "$PY" "$HERE/run_scenarios.py" --url "$WARREN_URL" --out "$OUT/actual-scenarios.json" "${ONLY[@]}" \
         "${RESTART_ARGS[@]}" 2> "$OUT/warren-scenarios.log" ||
         log "scenario runner reported an error; see $OUT/warren-scenarios.log"
