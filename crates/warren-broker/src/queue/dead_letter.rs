@@ -41,7 +41,7 @@ impl Queue {
         if dead.is_empty() {
             return;
         }
-        self.settle(dead.iter().map(|(m, _)| (m.seq, m.persisted)));
+        self.settle(dead.iter().map(|(m, _)| (m.seq, m.persisted())));
         let Some(dlx) = self.args.dead_letter_exchange.as_deref() else {
             return;
         };

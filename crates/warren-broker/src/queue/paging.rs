@@ -11,7 +11,7 @@ use std::time::Instant;
 use warren_codec::ContentHeader;
 use warren_store::MessageRecord;
 
-use super::{Queue, QueueState, Ready, Slot};
+use super::{Queue, QueueState, Ready};
 use crate::message::Message;
 
 /// Bodies kept in memory per queue before new persistent messages stay on disk.
@@ -36,8 +36,8 @@ impl Queue {
         let mut seqs = Vec::new();
         let mut bytes = 0u64;
         for r in st.ready.iter_mut() {
-            if matches!(r.slot, Slot::OnDisk) {
-                r.slot = Slot::Loading;
+            if r.message.is_none() && r.flags & Ready::LOADING == 0 {
+                r.flags |= Ready::LOADING;
                 seqs.push(r.seq);
                 bytes += r.size as u64;
                 if seqs.len() >= LOAD_BATCH || bytes >= PAGE_BYTES / 2 {
@@ -82,7 +82,8 @@ impl Queue {
         match record.and_then(|r| message_from_record(r).ok()) {
             Some(m) => {
                 let size = st.ready[i].size as u64;
-                st.ready[i].slot = Slot::Loaded(Arc::new(m));
+                st.ready[i].message = Some(Arc::new(m));
+                st.ready[i].flags &= !Ready::LOADING;
                 st.unloaded -= 1;
                 st.loaded_bytes += size;
             }
@@ -134,7 +135,7 @@ impl Queue {
                 entries.iter_mut().find(|(r, _)| r.seq == seq),
                 record.and_then(|r| message_from_record(r).ok()),
             ) {
-                entry.0.slot = Slot::Loaded(Arc::new(m));
+                entry.0.message = Some(Arc::new(m));
             }
         }
     }
@@ -162,20 +163,20 @@ impl Queue {
         }
         let priority = st.priority_of(&message);
         let size = message.body.len() as u32;
-        let slot = if self.should_page(&st, size) {
-            Slot::OnDisk
+        let message = if self.should_page(&st, size) {
+            None
         } else {
-            Slot::Loaded(Arc::new(message))
+            Some(Arc::new(message))
         };
-        st.push_back(Ready {
+        st.push_back(Ready::new(
             seq,
-            slot,
-            redelivered,
-            expires_at,
-            persisted: true,
-            priority,
+            message,
             size,
-        });
+            expires_at,
+            redelivered,
+            true,
+            priority,
+        ));
         Ok(())
     }
 }
