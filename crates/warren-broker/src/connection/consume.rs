@@ -170,8 +170,8 @@ impl Connection {
             id,
             tag,
             redelivered,
-            &m.exchange,
-            &m.routing_key,
+            m.exchange(),
+            m.routing_key(),
             remaining,
         );
         hot::encode_content(&mut self.out, id, &m.header.raw, &m.body, frame_max);

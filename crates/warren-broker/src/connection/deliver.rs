@@ -45,8 +45,8 @@ impl Connection {
             &consumer_tag,
             tag,
             message.redelivered,
-            &m.exchange,
-            &m.routing_key,
+            m.exchange(),
+            m.routing_key(),
         );
         hot::encode_content(&mut self.out, channel, &m.header.raw, &m.body, frame_max);
         if !consumer.no_ack {

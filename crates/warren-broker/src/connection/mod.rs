@@ -36,6 +36,7 @@ use warren_codec::{decode_method, encode_method, Method, MethodError};
 
 use crate::broker::Broker;
 use crate::error::AmqpError;
+use crate::message::AddressCache;
 use crate::queue::Queue;
 use crate::vhost::VHost;
 use channel::Channel;
@@ -96,6 +97,8 @@ pub struct Connection {
     next_epoch: u64,
     /// Scratch list of the queues a message routes to (reused per publish).
     routed: Vec<Arc<Queue>>,
+    /// Recent exchange/routing-key pairs, shared by the messages published with them.
+    addresses: AddressCache,
     /// Queues this connection waits on for flow control (reading is paused while > 0).
     flow_paused: usize,
 }
@@ -132,6 +135,7 @@ impl Connection {
             sent_blocked: false,
             next_epoch: 0,
             routed: Vec::new(),
+            addresses: AddressCache::default(),
             flow_paused: 0,
         }
     }

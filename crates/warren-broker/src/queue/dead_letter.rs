@@ -13,7 +13,7 @@ use bytes::Bytes;
 use warren_codec::ContentHeader;
 
 use super::{Dead, Queue};
-use crate::message::Message;
+use crate::message::{Address, Message};
 
 /// Why a message was dead-lettered (the `reason` in `x-death`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -157,9 +157,9 @@ fn dead_lettered(
             t.insert("reason".into(), long_string(reason.as_str()));
             t.insert("queue".into(), long_string(queue));
             t.insert("time".into(), AMQPValue::Timestamp(now));
-            t.insert("exchange".into(), long_string(&m.exchange));
+            t.insert("exchange".into(), long_string(m.exchange()));
             let mut keys = FieldArray::default();
-            keys.push(long_string(&m.routing_key));
+            keys.push(long_string(m.routing_key()));
             // CC keys are listed; BCC keys are not (they were removed from the headers).
             if let Some(h) = m.header.headers() {
                 if let Some(AMQPValue::FieldArray(cc)) = h.inner().get("CC") {
@@ -183,7 +183,7 @@ fn dead_lettered(
     if !headers.contains_key("x-first-death-reason") {
         headers.insert("x-first-death-reason".into(), long_string(reason.as_str()));
         headers.insert("x-first-death-queue".into(), long_string(queue));
-        headers.insert("x-first-death-exchange".into(), long_string(&m.exchange));
+        headers.insert("x-first-death-exchange".into(), long_string(m.exchange()));
     }
     let props = without_expiration(&props);
     let mut raw = Vec::with_capacity(m.header.raw.len() + 256);
@@ -209,18 +209,17 @@ fn dead_lettered(
     raw.splice(at..at, table);
     raw[start] |= 0x20; // the headers flag (bit 13 of the property flags)
     let header = ContentHeader::parse(Bytes::from(raw)).ok()?;
-    Some(Message {
-        exchange: dlx.to_owned(),
-        routing_key: dl_routing_key.unwrap_or(&m.routing_key).to_owned(),
+    let address = Address::new(
+        dlx.to_owned(),
+        dl_routing_key.unwrap_or(m.routing_key()).to_owned(),
         // With its own routing key the message loses CC/BCC; otherwise it keeps them.
-        cc: if dl_routing_key.is_some() {
+        if dl_routing_key.is_some() {
             Vec::new()
         } else {
-            m.cc.clone()
+            m.cc().to_vec()
         },
-        header,
-        body: m.body.clone(),
-    })
+    );
+    Some(Message::new(address, header, m.body.clone()))
 }
 
 /// RabbitMQ's field order inside an `x-death` entry.

@@ -33,7 +33,7 @@ use warren_store::{Op, Store};
 
 use crate::connection::handle::{ConnEvent, ConnHandle, ConnectionId};
 use crate::error::AmqpError;
-use crate::message::Message;
+use crate::message::{Address, Message};
 use crate::vhost::VHost;
 
 use args::Overflow;
@@ -275,6 +275,9 @@ struct QueueState {
     max_priority: Option<u8>,
     /// Publishing connections paused until this queue's backlog shrinks (flow control).
     flow_waiters: Vec<Arc<ConnHandle>>,
+    /// The address of the last message read back from the store (shared with
+    /// the next ones when it is the same).
+    last_address: Option<Arc<Address>>,
 }
 
 impl QueueState {
@@ -297,6 +300,7 @@ impl QueueState {
             timer_started: false,
             max_priority,
             flow_waiters: Vec::new(),
+            last_address: None,
         }
     }
 
@@ -1013,13 +1017,11 @@ mod tests_support {
 
     pub fn message() -> Arc<Message> {
         let raw = Bytes::from_static(&[0, 60, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1, 0, 0]);
-        Arc::new(Message {
-            exchange: String::new(),
-            routing_key: "q".into(),
-            cc: Vec::new(),
-            header: ContentHeader::parse(raw).unwrap(),
-            body: Bytes::from_static(b"x"),
-        })
+        Arc::new(Message::new(
+            crate::message::Address::new(String::new(), "q".into(), Vec::new()),
+            ContentHeader::parse(raw).unwrap(),
+            Bytes::from_static(b"x"),
+        ))
     }
 
     pub fn queue() -> Arc<Queue> {
@@ -1132,13 +1134,11 @@ mod priority_tests {
             }
             None => raw.put_u16(0),
         }
-        Arc::new(Message {
-            exchange: String::new(),
-            routing_key: "q".into(),
-            cc: Vec::new(),
-            header: ContentHeader::parse(raw.freeze()).unwrap(),
-            body: Bytes::from_static(b"x"),
-        })
+        Arc::new(Message::new(
+            crate::message::Address::new(String::new(), "q".into(), Vec::new()),
+            ContentHeader::parse(raw.freeze()).unwrap(),
+            Bytes::from_static(b"x"),
+        ))
     }
 
     #[test]

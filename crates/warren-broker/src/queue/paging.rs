@@ -12,7 +12,7 @@ use warren_codec::ContentHeader;
 use warren_store::MessageRecord;
 
 use super::{Queue, QueueState, Ready};
-use crate::message::Message;
+use crate::message::{Address, Message};
 
 /// Bodies kept in memory per queue before new persistent messages stay on disk.
 pub const PAGE_BYTES: u64 = 8 * 1024 * 1024;
@@ -79,7 +79,8 @@ impl Queue {
         if st.ready[i].is_loaded() {
             return;
         }
-        match record.and_then(|r| message_from_record(r).ok()) {
+        let last = &mut st.last_address;
+        match record.and_then(|r| message_from_record(r, last).ok()) {
             Some(m) => {
                 let size = st.ready[i].size as u64;
                 st.ready[i].message = Some(Arc::new(m));
@@ -133,7 +134,7 @@ impl Queue {
         for (seq, record) in records {
             if let (Some(entry), Some(m)) = (
                 entries.iter_mut().find(|(r, _)| r.seq == seq),
-                record.and_then(|r| message_from_record(r).ok()),
+                record.and_then(|r| message_from_record(r, &mut None).ok()),
             ) {
                 entry.0.message = Some(Arc::new(m));
             }
@@ -148,13 +149,13 @@ impl Queue {
         record: MessageRecord,
         redelivered: bool,
     ) -> Result<(), String> {
-        let message = message_from_record(record).map_err(|_| {
+        let mut st = self.state.lock();
+        let message = message_from_record(record, &mut st.last_address).map_err(|_| {
             format!(
                 "stored message {seq} of queue '{}' has a malformed content header",
                 self.name
             )
         })?;
-        let mut st = self.state.lock();
         let expires_at = self.expiry_of(&message, Instant::now());
         st.next_seq = st.next_seq.max(seq + 1);
         if redelivered {
@@ -181,15 +182,21 @@ impl Queue {
     }
 }
 
-fn message_from_record(r: MessageRecord) -> Result<Message, ()> {
+/// A message read back from the store. Consecutive messages with the same
+/// address share it (`last`), as they did before they were written.
+fn message_from_record(r: MessageRecord, last: &mut Option<Arc<Address>>) -> Result<Message, ()> {
     let header = ContentHeader::parse(r.header).map_err(|_| ())?;
-    Ok(Message {
-        exchange: r.exchange,
-        routing_key: r.routing_key,
-        cc: r.cc,
-        header,
-        body: r.body,
-    })
+    let address = match last {
+        Some(a) if a.exchange == r.exchange && a.routing_key == r.routing_key && a.cc == r.cc => {
+            a.clone()
+        }
+        _ => {
+            let a = Address::new(r.exchange, r.routing_key, r.cc);
+            *last = Some(a.clone());
+            a
+        }
+    };
+    Ok(Message::new(address, header, r.body))
 }
 
 /// Wait for the storage thread without stalling the other tasks of this tokio
