@@ -4,17 +4,18 @@ use std::sync::Arc;
 
 use amq_protocol::types::AMQPValue;
 use bytes::Bytes;
-use warren_codec::ContentHeader;
+use warren_codec::{Content, ContentHeader};
 
 #[derive(Debug)]
 pub struct Message {
     /// Where it was published to; shared with the connection's other messages
     /// to the same exchange and routing key (see [`AddressCache`]).
     pub address: Arc<Address>,
-    /// The publisher's content header, passed through byte for byte.
-    pub header: ContentHeader,
-    /// The body: one allocation, shared by every queue and delivery.
-    pub body: Bytes,
+    /// The publisher's content header, passed through byte for byte, and the
+    /// body: small ones copied together into one allocation of their own, so a
+    /// queued message does not keep the socket read buffer alive. The message
+    /// is shared (`Arc`) by every queue and delivery, never copied per queue.
+    pub content: Content,
 }
 
 /// The exchange and routing key a message was published with, and the extra
@@ -40,8 +41,7 @@ impl Message {
     pub fn new(address: Arc<Address>, header: ContentHeader, body: Bytes) -> Message {
         Message {
             address,
-            header,
-            body,
+            content: Content::new(header, body),
         }
     }
 
@@ -59,8 +59,8 @@ impl Message {
 
     /// Rough bytes this message costs a connection's outbound buffer.
     pub fn wire_size(&self) -> usize {
-        self.body.len()
-            + self.header.raw.len()
+        self.content.body().len()
+            + self.content.header().len()
             + self.routing_key().len()
             + self.exchange().len()
             + 64

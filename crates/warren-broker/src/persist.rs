@@ -130,8 +130,8 @@ impl warren_store::committer::Persistable for Message {
             self.exchange(),
             self.routing_key(),
             self.cc(),
-            &self.header.raw,
-            &self.body,
+            self.content.header(),
+            self.content.body(),
         );
     }
 }

@@ -282,13 +282,150 @@ impl ContentHeader {
     /// Fully decode the properties (only when the broker needs the headers table).
     /// The depth of the headers table was checked in [`ContentHeader::parse`].
     pub fn properties(&self) -> Option<AMQPProperties> {
-        let d = self.raw.get(12..)?;
-        parse_properties(d).ok().map(|(_, p)| p)
+        properties_of(&self.raw)
     }
 
     /// The headers table, decoded.
     pub fn headers(&self) -> Option<FieldTable> {
         if !self.has_headers {
+            return None;
+        }
+        self.properties().and_then(|p| p.headers().clone())
+    }
+}
+
+fn properties_of(raw: &[u8]) -> Option<AMQPProperties> {
+    let d = raw.get(12..)?;
+    parse_properties(d).ok().map(|(_, p)| p)
+}
+
+/// Header and body together at most this long are copied into one buffer of
+/// their own by [`Content::new`]; larger bodies stay where they were received.
+pub const JOIN_MAX: usize = 4096;
+
+/// A message's content as a broker keeps it: the header payload (validated by
+/// [`ContentHeader::parse`]) and the body, with the properties the broker
+/// reads already located.
+///
+/// Small contents are copied into one exactly-sized buffer, so that a message
+/// that waits in a queue holds only its own bytes, not the socket read buffer
+/// its frames arrived in (of which a `Bytes` slice keeps the whole chunk).
+/// Either way a `Content` is shared by reference (`Arc` around the message),
+/// never copied per queue.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Content {
+    data: Data,
+    /// Length of the header payload (for [`Data::Joined`]).
+    header_len: u32,
+    at: Offsets,
+    delivery_mode: Option<u8>,
+    priority: Option<u8>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Data {
+    /// The header payload followed by the body.
+    Joined(Bytes),
+    /// Header payload and body, each where it was received (large bodies).
+    Split(Box<(Bytes, Bytes)>),
+}
+
+const _: () = assert!(std::mem::size_of::<Content>() <= 56);
+
+impl Content {
+    /// Put a header and its body together (see [`JOIN_MAX`]).
+    pub fn new(header: ContentHeader, body: Bytes) -> Content {
+        let header_len = header.raw.len();
+        let data = match u32::try_from(header_len) {
+            Ok(_) if header_len + body.len() <= JOIN_MAX => {
+                let mut joined = Vec::with_capacity(header_len + body.len());
+                joined.extend_from_slice(&header.raw);
+                joined.extend_from_slice(&body);
+                // len == capacity: `Bytes` takes the buffer over without a
+                // second allocation.
+                Data::Joined(Bytes::from(joined))
+            }
+            _ => Data::Split(Box::new((header.raw, body))),
+        };
+        Content {
+            data,
+            header_len: header_len as u32,
+            at: header.at,
+            delivery_mode: header.delivery_mode,
+            priority: header.priority,
+        }
+    }
+
+    /// The content header frame payload, as the publisher sent it.
+    pub fn header(&self) -> &[u8] {
+        match &self.data {
+            Data::Joined(b) => b.get(..self.header_len as usize).unwrap_or_default(),
+            Data::Split(parts) => &parts.0,
+        }
+    }
+
+    /// The body.
+    pub fn body(&self) -> &[u8] {
+        match &self.data {
+            Data::Joined(b) => b.get(self.header_len as usize..).unwrap_or_default(),
+            Data::Split(parts) => &parts.1,
+        }
+    }
+
+    /// The body as a shared handle (no copy).
+    pub fn body_bytes(&self) -> Bytes {
+        match &self.data {
+            Data::Joined(b) => b.slice((self.header_len as usize).min(b.len())..),
+            Data::Split(parts) => parts.1.clone(),
+        }
+    }
+
+    pub fn delivery_mode(&self) -> Option<u8> {
+        self.delivery_mode
+    }
+
+    pub fn priority(&self) -> Option<u8> {
+        self.priority
+    }
+
+    /// Whether the message is persistent (delivery mode 2).
+    pub fn is_persistent(&self) -> bool {
+        self.delivery_mode == Some(2)
+    }
+
+    /// Whether a `headers` table is present.
+    pub fn has_headers(&self) -> bool {
+        self.at.headers != 0
+    }
+
+    /// The `expiration` property, if set.
+    pub fn expiration(&self) -> Option<&str> {
+        self.at.expiration(self.header())
+    }
+
+    /// The `user-id` property, if set.
+    pub fn user_id(&self) -> Option<&str> {
+        self.at.user_id(self.header())
+    }
+
+    /// The `reply-to` property, if set.
+    pub fn reply_to(&self) -> Option<&str> {
+        self.at.reply_to(self.header())
+    }
+
+    /// Whether the headers table has the top-level key `key`.
+    pub fn has_header(&self, key: &str) -> bool {
+        self.at.find_header(self.header(), key).is_some()
+    }
+
+    /// Fully decode the properties.
+    pub fn properties(&self) -> Option<AMQPProperties> {
+        properties_of(self.header())
+    }
+
+    /// The headers table, decoded.
+    pub fn headers(&self) -> Option<FieldTable> {
+        if !self.has_headers() {
             return None;
         }
         self.properties().and_then(|p| p.headers().clone())
@@ -345,6 +482,44 @@ mod tests {
         assert_eq!(without.expiration(), Some("1500"));
         assert!(r.without_header("nope").is_none());
         assert!(r.has_header("CC") && !r.has_header("BCC") && !without.has_header("CC"));
+    }
+
+    #[test]
+    fn content_keeps_header_and_body_together_or_apart() {
+        let mut headers = FieldTable::default();
+        headers.insert(
+            ShortString::from("CC"),
+            AMQPValue::LongString(LongString::from("x")),
+        );
+        let props = AMQPProperties::default()
+            .with_headers(headers.clone())
+            .with_delivery_mode(2)
+            .with_priority(3)
+            .with_expiration("1500".into())
+            .with_user_id("guest".into())
+            .with_reply_to("r".into());
+        for size in [0usize, 1, 100, JOIN_MAX, 100_000] {
+            let body = Bytes::from(vec![7u8; size]);
+            let raw = header_bytes(&props, size as u64);
+            let h = ContentHeader::parse(raw.clone()).unwrap();
+            let c = Content::new(h, body.clone());
+            assert_eq!(c.header(), &raw[..]);
+            assert_eq!(c.body(), &body[..]);
+            assert_eq!(c.body_bytes(), body);
+            assert_eq!(c.delivery_mode(), Some(2));
+            assert!(c.is_persistent());
+            assert_eq!(c.priority(), Some(3));
+            assert_eq!(c.expiration(), Some("1500"));
+            assert_eq!(c.user_id(), Some("guest"));
+            assert_eq!(c.reply_to(), Some("r"));
+            assert!(c.has_headers() && c.has_header("CC") && !c.has_header("BCC"));
+            assert_eq!(c.headers(), Some(headers.clone()));
+            assert_eq!(c.properties().and_then(|p| *p.priority()), Some(3));
+        }
+        let plain = ContentHeader::parse(header_bytes(&AMQPProperties::default(), 1)).unwrap();
+        let c = Content::new(plain, Bytes::from_static(b"x"));
+        assert!(!c.has_headers() && c.headers().is_none() && c.expiration().is_none());
+        assert!(!c.is_persistent() && c.priority().is_none());
     }
 
     #[test]

@@ -4,7 +4,7 @@
 //! these (≈150 ns to encode a deliver); these take a few nanoseconds. The
 //! round-trip tests in `method.rs` keep them honest against amq-protocol.
 
-use bytes::{BufMut, Bytes, BytesMut};
+use bytes::{BufMut, BytesMut};
 
 use crate::frame::{
     begin_frame, end_frame, FRAME_BODY, FRAME_HEADER, FRAME_METHOD, FRAME_OVERHEAD,
@@ -167,7 +167,7 @@ pub fn encode_content(
     out: &mut BytesMut,
     channel: u16,
     header_raw: &[u8],
-    body: &Bytes,
+    body: &[u8],
     frame_max: u32,
 ) {
     let at = begin_frame(out, FRAME_HEADER, channel);
@@ -261,7 +261,7 @@ mod tests {
     #[test]
     fn body_is_split_at_frame_max() {
         let mut out = BytesMut::new();
-        let body = Bytes::from(vec![7u8; 10_000]);
+        let body = bytes::Bytes::from(vec![7u8; 10_000]);
         encode_content(
             &mut out,
             2,

@@ -174,7 +174,13 @@ impl Connection {
             m.routing_key(),
             remaining,
         );
-        hot::encode_content(&mut self.out, id, &m.header.raw, &m.body, frame_max);
+        hot::encode_content(
+            &mut self.out,
+            id,
+            m.content.header(),
+            m.content.body(),
+            frame_max,
+        );
         Ok(())
     }
 

@@ -48,7 +48,13 @@ impl Connection {
             m.exchange(),
             m.routing_key(),
         );
-        hot::encode_content(&mut self.out, channel, &m.header.raw, &m.body, frame_max);
+        hot::encode_content(
+            &mut self.out,
+            channel,
+            m.content.header(),
+            m.content.body(),
+            frame_max,
+        );
         if !consumer.no_ack {
             let credit = Some(consumer.credit.clone());
             chan.unacked.insert(

@@ -212,8 +212,8 @@ impl Connection {
             hot::encode_content(
                 &mut self.out,
                 id,
-                &message.header.raw,
-                &message.body,
+                message.content.header(),
+                message.content.body(),
                 self.frame_max,
             );
         }

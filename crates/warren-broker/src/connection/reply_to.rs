@@ -157,8 +157,8 @@ impl Connection {
         hot::encode_content(
             &mut self.out,
             channel,
-            &message.header.raw,
-            &message.body,
+            message.content.header(),
+            message.content.body(),
             frame_max,
         );
     }

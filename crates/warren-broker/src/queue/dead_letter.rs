@@ -94,7 +94,7 @@ fn deaths_of(headers: &FieldTable) -> Vec<AMQPValue> {
 /// RabbitMQ's rule: delivering to `queue` closes a cycle if `queue` already
 /// appears in `x-death` and no death along the way was a rejection.
 fn is_cycle(message: &Message, queue: &str) -> bool {
-    let Some(headers) = message.header.headers() else {
+    let Some(headers) = message.content.headers() else {
         return false;
     };
     let deaths = deaths_of(&headers);
@@ -122,7 +122,7 @@ fn dead_lettered(
     dlx: &str,
     dl_routing_key: Option<&str>,
 ) -> Option<Message> {
-    let props = m.header.properties()?;
+    let props = m.content.properties()?;
     let mut headers = props.headers().clone().unwrap_or_default();
     let mut deaths = deaths_of(&headers);
     let same = |d: &AMQPValue| match d {
@@ -161,7 +161,7 @@ fn dead_lettered(
             let mut keys = FieldArray::default();
             keys.push(long_string(m.routing_key()));
             // CC keys are listed; BCC keys are not (they were removed from the headers).
-            if let Some(h) = m.header.headers() {
+            if let Some(h) = m.content.headers() {
                 if let Some(AMQPValue::FieldArray(cc)) = h.inner().get("CC") {
                     for k in cc.as_slice() {
                         keys.push(k.clone());
@@ -186,10 +186,10 @@ fn dead_lettered(
         headers.insert("x-first-death-exchange".into(), long_string(m.exchange()));
     }
     let props = without_expiration(&props);
-    let mut raw = Vec::with_capacity(m.header.raw.len() + 256);
+    let mut raw = Vec::with_capacity(m.content.header().len() + 256);
     raw.extend_from_slice(&60u16.to_be_bytes());
     raw.extend_from_slice(&0u16.to_be_bytes());
-    raw.extend_from_slice(&(m.body.len() as u64).to_be_bytes());
+    raw.extend_from_slice(&(m.content.body().len() as u64).to_be_bytes());
     let start = raw.len();
     let (mut raw, _) = gen_properties(&props)(WriteContext::from(raw))
         .ok()?
@@ -219,7 +219,7 @@ fn dead_lettered(
             m.cc().to_vec()
         },
     );
-    Some(Message::new(address, header, m.body.clone()))
+    Some(Message::new(address, header, m.content.body_bytes()))
 }
 
 /// RabbitMQ's field order inside an `x-death` entry.

@@ -109,7 +109,7 @@ impl Ready {
     }
 
     fn loaded(m: QueuedMessage, priority: u8) -> Ready {
-        let size = m.message.body.len() as u32;
+        let size = m.message.content.body().len() as u32;
         Ready::new(
             m.seq,
             Some(m.message),
@@ -307,7 +307,7 @@ impl QueueState {
     /// A message's priority in this queue (capped at the maximum, as in RabbitMQ).
     fn priority_of(&self, message: &Message) -> u8 {
         match self.max_priority {
-            Some(max) => message.header.priority.unwrap_or(0).min(max),
+            Some(max) => message.content.priority().unwrap_or(0).min(max),
             None => 0,
         }
     }
@@ -504,7 +504,7 @@ impl Queue {
 
     /// Whether publishing `message` here means writing it to disk first.
     pub fn persists(&self, message: &Message) -> bool {
-        self.store.get().is_some() && message.header.is_persistent()
+        self.store.get().is_some() && message.content.is_persistent()
     }
 
     /// Forget messages that left the queue for good (acked, dropped, dead-lettered).
@@ -607,7 +607,7 @@ impl Queue {
 
     fn expiry_of(&self, message: &Message, now: Instant) -> Option<Instant> {
         let per_message = message
-            .header
+            .content
             .expiration()
             .and_then(|e| e.parse::<u64>().ok());
         let ttl = match (self.args.message_ttl, per_message) {
@@ -644,7 +644,7 @@ impl Queue {
                 }
             }
             let priority = st.priority_of(&message);
-            let size = message.body.len() as u32;
+            let size = message.content.body().len() as u32;
             let message = if persisted && self.should_page(&st, size) {
                 None
             } else {
@@ -747,7 +747,7 @@ impl Queue {
         let dead = messages
             .into_iter()
             .map(|m| {
-                let p = m.message.header.priority.unwrap_or(0);
+                let p = m.message.content.priority().unwrap_or(0);
                 (Ready::loaded(m, p), DeathReason::Rejected)
             })
             .collect();

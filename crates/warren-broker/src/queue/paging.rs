@@ -163,7 +163,7 @@ impl Queue {
             st.delivered_max = Some(st.delivered_max.map_or(seq, |m| m.max(seq)));
         }
         let priority = st.priority_of(&message);
-        let size = message.body.len() as u32;
+        let size = message.content.body().len() as u32;
         let message = if self.should_page(&st, size) {
             None
         } else {
