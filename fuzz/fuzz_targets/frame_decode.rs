@@ -106,8 +106,8 @@ fn check_hot_against_amq_protocol(payload: &[u8], ours: &Result<Method, MethodEr
     }
     match (ours, theirs) {
         (Ok(Method::Publish(p)), Some(AMQPClass::Basic(basic::AMQPMethod::Publish(q)))) => {
-            assert_eq!(p.exchange, q.exchange.as_str());
-            assert_eq!(p.routing_key, q.routing_key.as_str());
+            assert_eq!(p.exchange(), q.exchange.as_str());
+            assert_eq!(p.routing_key(), q.routing_key.as_str());
             assert_eq!(p.mandatory, q.mandatory);
             assert_eq!(p.immediate, q.immediate);
         }

@@ -86,19 +86,18 @@ impl AddressCache {
 
     /// The address for `exchange` and `routing_key` (messages with CC/BCC keys
     /// get their own).
-    pub fn get(&mut self, exchange: String, routing_key: String, cc: Vec<String>) -> Arc<Address> {
+    pub fn get(&mut self, exchange: &str, routing_key: &str, cc: Vec<String>) -> Arc<Address> {
         if !cc.is_empty() {
-            return Address::new(exchange, routing_key, cc);
+            return Address::new(exchange.to_owned(), routing_key.to_owned(), cc);
         }
         if self.slots.is_empty() {
             self.slots.resize(AddressCache::SLOTS, None);
         }
-        let i = slot_of(&exchange, &routing_key);
-        let slot = &mut self.slots[i];
+        let slot = &mut self.slots[slot_of(exchange, routing_key)];
         match slot {
             Some(a) if a.exchange == exchange && a.routing_key == routing_key => a.clone(),
             _ => {
-                let a = Address::new(exchange, routing_key, Vec::new());
+                let a = Address::new(exchange.to_owned(), routing_key.to_owned(), Vec::new());
                 *slot = Some(a.clone());
                 a
             }
@@ -167,29 +166,21 @@ mod tests {
     #[test]
     fn address_cache_shares_equal_addresses_only() {
         let mut cache = AddressCache::default();
-        let a = cache.get(String::new(), "q1".into(), Vec::new());
-        let b = cache.get(String::new(), "q1".into(), Vec::new());
+        let a = cache.get("", "q1", Vec::new());
+        let b = cache.get("", "q1", Vec::new());
         assert!(Arc::ptr_eq(&a, &b));
-        let c = cache.get("x".into(), "q1".into(), Vec::new());
+        let c = cache.get("x", "q1", Vec::new());
         assert!(!Arc::ptr_eq(&a, &c));
         assert_eq!((c.exchange.as_str(), c.routing_key.as_str()), ("x", "q1"));
         // CC keys make a message's address its own.
-        let d = cache.get(String::new(), "q1".into(), vec!["k".into()]);
+        let d = cache.get("", "q1", vec!["k".into()]);
         assert!(!Arc::ptr_eq(&a, &d));
         assert_eq!(d.cc, vec!["k".to_string()]);
         // Many keys: every answer is still right, whatever was evicted.
         for i in 0..200 {
             let k = format!("key-{i}");
-            assert_eq!(
-                cache.get(String::new(), k.clone(), Vec::new()).routing_key,
-                k
-            );
+            assert_eq!(cache.get("", &k, Vec::new()).routing_key, k);
         }
-        assert_eq!(
-            cache
-                .get(String::new(), "q1".into(), Vec::new())
-                .routing_key,
-            "q1"
-        );
+        assert_eq!(cache.get("", "q1", Vec::new()).routing_key, "q1");
     }
 }

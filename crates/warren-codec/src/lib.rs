@@ -27,4 +27,4 @@ pub use amq_protocol::types;
 pub use content::{Content, ContentHeader};
 pub use error::{FrameError, MethodError};
 pub use frame::{decode_frame, Frame, PROTOCOL_HEADER};
-pub use method::{decode_method, encode_method, Method};
+pub use method::{decode_method, decode_method_bytes, encode_method, Method};

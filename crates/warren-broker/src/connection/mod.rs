@@ -32,7 +32,7 @@ use warren_codec::frame::{
     decode_frame, decode_protocol_header, encode_heartbeat, Frame, ProtocolHeaderCheck,
     PROTOCOL_HEADER,
 };
-use warren_codec::{decode_method, encode_method, Method, MethodError};
+use warren_codec::{decode_method, decode_method_bytes, encode_method, Method, MethodError};
 
 use crate::broker::Broker;
 use crate::error::AmqpError;
@@ -257,7 +257,7 @@ impl Connection {
                 now,
             ),
             Frame::Method { channel, payload } => {
-                let method = match decode_method(&payload) {
+                let method = match decode_method_bytes(&payload) {
                     Ok(m) => m,
                     Err(e) => return self.method_decode_error(e, &payload, now),
                 };

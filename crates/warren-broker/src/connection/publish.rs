@@ -134,12 +134,13 @@ impl Connection {
     ) -> AmqpResult<()> {
         let vhost = self.vhost()?;
         let exchange = vhost
-            .exchange(&p.exchange)
-            .ok_or_else(|| vhost.no_exchange(&p.exchange))?;
+            .exchange(p.exchange())
+            .ok_or_else(|| vhost.no_exchange(p.exchange()))?;
         if exchange.internal {
             return Err(AmqpError::access_refused(format!(
                 "cannot publish to internal exchange '{}' in vhost '{}'",
-                p.exchange, vhost.name
+                p.exchange(),
+                vhost.name
             )));
         }
         if let Some(exp) = header.expiration() {
@@ -155,7 +156,7 @@ impl Connection {
         }
         let header = self.rewrite_reply_to(id, header)?;
         let (header, cc) = crate::message::sender_selected(header);
-        let address = self.addresses.get(p.exchange, p.routing_key, cc);
+        let address = self.addresses.get(p.exchange(), p.routing_key(), cc);
         let message = Arc::new(Message::new(address, header, body));
         let chan = self.channel_mut(id)?;
         if let Some(tx) = chan.tx.as_mut() {
