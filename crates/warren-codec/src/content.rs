@@ -301,7 +301,15 @@ fn properties_of(raw: &[u8]) -> Option<AMQPProperties> {
 
 /// Header and body together at most this long are copied into one buffer of
 /// their own by [`Content::new`]; larger bodies stay where they were received.
-pub const JOIN_MAX: usize = 4096;
+///
+/// Small messages gain most: a queued 100 B message otherwise keeps about
+/// 160 B of frames alive (its method frame, the envelopes, its neighbours'
+/// leftovers). Above about 1 KiB the frames around a body cost little in
+/// proportion, while the copy costs CPU and allocators round mid-size blocks
+/// up (jemalloc's size classes above 1 KiB are 256 B apart): with 1 KiB
+/// bodies, copying made a backlog larger (1,422 against 1,360 B per message)
+/// and publishing slower (2.8 against 2.2 µs of broker CPU per message).
+pub const JOIN_MAX: usize = 1024;
 
 /// A message's content as a broker keeps it: the header payload (validated by
 /// [`ContentHeader::parse`]) and the body, with the properties the broker
