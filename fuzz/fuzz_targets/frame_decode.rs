@@ -9,14 +9,15 @@
 //! - every method payload goes through `decode_method`, and the hand-written hot
 //!   methods agree with amq-protocol's decoder on the same bytes;
 //! - every header payload goes through `ContentHeader::parse` and its accessors,
-//!   and the rewriting helpers keep every other property unchanged.
+//!   and the rewriting helpers keep every other property unchanged; kept with a
+//!   body (`Content`), it reads the same.
 #![no_main]
 use amq_protocol::protocol::{basic, parse_class, AMQPClass};
 use bytes::BytesMut;
 use libfuzzer_sys::fuzz_target;
 use nom::Parser;
 use warren_codec::frame::{decode_frame, Frame};
-use warren_codec::{decode_method, ContentHeader, FrameError, Method, MethodError};
+use warren_codec::{decode_method, Content, ContentHeader, FrameError, Method, MethodError};
 
 #[derive(Debug, PartialEq)]
 enum End {
@@ -106,8 +107,8 @@ fn check_hot_against_amq_protocol(payload: &[u8], ours: &Result<Method, MethodEr
     }
     match (ours, theirs) {
         (Ok(Method::Publish(p)), Some(AMQPClass::Basic(basic::AMQPMethod::Publish(q)))) => {
-            assert_eq!(p.exchange, q.exchange.as_str());
-            assert_eq!(p.routing_key, q.routing_key.as_str());
+            assert_eq!(p.exchange(), q.exchange.as_str());
+            assert_eq!(p.routing_key(), q.routing_key.as_str());
             assert_eq!(p.mandatory, q.mandatory);
             assert_eq!(p.immediate, q.immediate);
         }
@@ -148,6 +149,23 @@ fn check_header(payload: bytes::Bytes) {
         assert_eq!(p.expiration().as_ref().map(|s| s.as_str()), h.expiration());
         assert_eq!(p.user_id().as_ref().map(|s| s.as_str()), h.user_id());
         assert_eq!(p.reply_to().as_ref().map(|s| s.as_str()), h.reply_to());
+    }
+
+    // Kept with a body (copied together when small, apart when large), the
+    // header reads the same.
+    for len in [0usize, 1, 1000, 5000] {
+        let body = bytes::Bytes::from(vec![0xabu8; len]);
+        let c = Content::new(h.clone(), body.clone());
+        assert_eq!(c.header(), &payload[..]);
+        assert_eq!(c.body(), &body[..]);
+        assert_eq!(c.body_bytes(), body);
+        assert_eq!((c.delivery_mode(), c.priority()), (h.delivery_mode, h.priority));
+        assert_eq!(c.expiration(), h.expiration());
+        assert_eq!(c.user_id(), h.user_id());
+        assert_eq!(c.reply_to(), h.reply_to());
+        assert_eq!(c.has_headers(), h.has_headers);
+        assert_eq!(c.has_header("CC"), h.has_header("CC"));
+        assert_eq!(c.headers(), headers);
     }
 
     // The raw-bytes scan (used for CC/BCC on the hot path) agrees with the decoder.

@@ -12,7 +12,7 @@ use amq_protocol::types::FieldTable;
 use bytes::{BufMut, Bytes, BytesMut};
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
 use warren_broker::connection::{ConnEvent, ConnHandle};
-use warren_broker::message::Message;
+use warren_broker::message::{Address, Message};
 use warren_broker::queue::{Consumer, Credit, Enqueued, Queue, QueueArgs};
 use warren_codec::ContentHeader;
 
@@ -26,13 +26,11 @@ fn message() -> Arc<Message> {
     raw.put_u64(BODY_LEN as u64);
     raw.put_u16(1 << 12); // flags: delivery-mode
     raw.put_u8(1);
-    Arc::new(Message {
-        exchange: String::new(),
-        routing_key: "bench".into(),
-        cc: vec![],
-        header: ContentHeader::parse(raw.freeze()).unwrap(),
-        body: Bytes::from(vec![0x5a; BODY_LEN]),
-    })
+    Arc::new(Message::new(
+        Address::new(String::new(), "bench".into(), vec![]),
+        ContentHeader::parse(raw.freeze()).unwrap(),
+        Bytes::from(vec![0x5a; BODY_LEN]),
+    ))
 }
 
 /// A transient, non-durable queue with default arguments and no vhost behind it.

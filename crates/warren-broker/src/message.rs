@@ -1,31 +1,122 @@
 //! A published message, shared (`Arc`) by every queue it was routed to.
 
+use std::sync::Arc;
+
 use amq_protocol::types::AMQPValue;
 use bytes::Bytes;
-use warren_codec::ContentHeader;
+use warren_codec::{Content, ContentHeader};
 
 #[derive(Debug)]
 pub struct Message {
+    /// Where it was published to; shared with the connection's other messages
+    /// to the same exchange and routing key (see [`AddressCache`]).
+    pub address: Arc<Address>,
+    /// The publisher's content header, passed through byte for byte, and the
+    /// body: small ones copied together into one allocation of their own, so a
+    /// queued message does not keep the socket read buffer alive. The message
+    /// is shared (`Arc`) by every queue and delivery, never copied per queue.
+    pub content: Content,
+}
+
+/// The exchange and routing key a message was published with, and the extra
+/// routing keys of its `CC` and `BCC` headers (sender-selected distribution).
+#[derive(Debug, Default, PartialEq, Eq)]
+pub struct Address {
     pub exchange: String,
     pub routing_key: String,
-    /// Extra routing keys from the `CC` and `BCC` headers (sender-selected distribution).
     pub cc: Vec<String>,
-    /// The publisher's content header, passed through byte for byte.
-    pub header: ContentHeader,
-    /// The body: one allocation, shared by every queue and delivery.
-    pub body: Bytes,
+}
+
+impl Address {
+    pub fn new(exchange: String, routing_key: String, cc: Vec<String>) -> Arc<Address> {
+        Arc::new(Address {
+            exchange,
+            routing_key,
+            cc,
+        })
+    }
 }
 
 impl Message {
+    pub fn new(address: Arc<Address>, header: ContentHeader, body: Bytes) -> Message {
+        Message {
+            address,
+            content: Content::new(header, body),
+        }
+    }
+
+    pub fn exchange(&self) -> &str {
+        &self.address.exchange
+    }
+
+    pub fn routing_key(&self) -> &str {
+        &self.address.routing_key
+    }
+
+    pub fn cc(&self) -> &[String] {
+        &self.address.cc
+    }
+
     /// Rough bytes this message costs a connection's outbound buffer.
     pub fn wire_size(&self) -> usize {
-        self.body.len() + self.header.raw.len() + self.routing_key.len() + self.exchange.len() + 64
+        self.content.body().len()
+            + self.content.header().len()
+            + self.routing_key().len()
+            + self.exchange().len()
+            + 64
     }
 
     /// The routing key, then any `CC`/`BCC` keys.
     pub fn routing_keys(&self) -> impl Iterator<Item = &str> {
-        std::iter::once(self.routing_key.as_str()).chain(self.cc.iter().map(String::as_str))
+        std::iter::once(self.routing_key()).chain(self.cc().iter().map(String::as_str))
     }
+}
+
+/// A connection's recently used addresses, so that a backlog of messages
+/// published with the same exchange and routing key shares one copy of them
+/// instead of holding its own. Direct-mapped and small: a publisher cycling
+/// through more keys than it has slots only loses the sharing.
+#[derive(Debug, Default)]
+pub struct AddressCache {
+    slots: Vec<Option<Arc<Address>>>,
+}
+
+impl AddressCache {
+    const SLOTS: usize = 32;
+
+    /// The address for `exchange` and `routing_key` (messages with CC/BCC keys
+    /// get their own).
+    pub fn get(&mut self, exchange: &str, routing_key: &str, cc: Vec<String>) -> Arc<Address> {
+        if !cc.is_empty() {
+            return Address::new(exchange.to_owned(), routing_key.to_owned(), cc);
+        }
+        if self.slots.is_empty() {
+            self.slots.resize(AddressCache::SLOTS, None);
+        }
+        let slot = &mut self.slots[slot_of(exchange, routing_key)];
+        match slot {
+            Some(a) if a.exchange == exchange && a.routing_key == routing_key => a.clone(),
+            _ => {
+                let a = Address::new(exchange.to_owned(), routing_key.to_owned(), Vec::new());
+                *slot = Some(a.clone());
+                a
+            }
+        }
+    }
+}
+
+/// FNV-1a over the exchange and the key: cheap for short names.
+fn slot_of(exchange: &str, routing_key: &str) -> usize {
+    let mut h: u32 = 0x811c_9dc5;
+    for &b in exchange
+        .as_bytes()
+        .iter()
+        .chain(&[0xff])
+        .chain(routing_key.as_bytes())
+    {
+        h = (h ^ b as u32).wrapping_mul(0x0100_0193);
+    }
+    h as usize % AddressCache::SLOTS
 }
 
 fn keys_of(v: Option<&AMQPValue>) -> Vec<String> {
@@ -66,4 +157,30 @@ pub fn sender_selected(header: ContentHeader) -> (ContentHeader, Vec<String>) {
     keys.extend(bcc);
     let stripped = header.without_header("BCC");
     (stripped.unwrap_or(header), keys)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn address_cache_shares_equal_addresses_only() {
+        let mut cache = AddressCache::default();
+        let a = cache.get("", "q1", Vec::new());
+        let b = cache.get("", "q1", Vec::new());
+        assert!(Arc::ptr_eq(&a, &b));
+        let c = cache.get("x", "q1", Vec::new());
+        assert!(!Arc::ptr_eq(&a, &c));
+        assert_eq!((c.exchange.as_str(), c.routing_key.as_str()), ("x", "q1"));
+        // CC keys make a message's address its own.
+        let d = cache.get("", "q1", vec!["k".into()]);
+        assert!(!Arc::ptr_eq(&a, &d));
+        assert_eq!(d.cc, vec!["k".to_string()]);
+        // Many keys: every answer is still right, whatever was evicted.
+        for i in 0..200 {
+            let k = format!("key-{i}");
+            assert_eq!(cache.get("", &k, Vec::new()).routing_key, k);
+        }
+        assert_eq!(cache.get("", "q1", Vec::new()).routing_key, "q1");
+    }
 }

@@ -156,11 +156,11 @@ impl warren_store::committer::Persistable for Message {
     fn encode(&self, out: &mut Vec<u8>) {
         warren_store::layout::encode_record(
             out,
-            &self.exchange,
-            &self.routing_key,
-            &self.cc,
-            &self.header.raw,
-            &self.body,
+            self.exchange(),
+            self.routing_key(),
+            self.cc(),
+            self.content.header(),
+            self.content.body(),
         );
     }
 }

@@ -41,8 +41,8 @@ impl<'a> LazyHeaders<'a> {
         let msg = self.msg;
         self.decoded
             .get_or_insert_with(|| {
-                if msg.header.has_headers {
-                    msg.header.headers()
+                if msg.content.has_headers() {
+                    msg.content.headers()
                 } else {
                     None
                 }

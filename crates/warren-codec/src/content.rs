@@ -51,16 +51,78 @@ pub struct ContentHeader {
     pub body_size: u64,
     pub delivery_mode: Option<u8>,
     pub priority: Option<u8>,
-    /// Byte range of the `expiration` short string's text inside `raw`.
-    expiration: Option<(usize, usize)>,
-    /// Byte range of the `user_id` short string's text inside `raw`.
-    user_id: Option<(usize, usize)>,
-    /// Byte range of the `reply_to` short string's text inside `raw`.
-    reply_to: Option<(usize, usize)>,
-    /// Byte range of the headers table (with its length prefix) inside `raw`.
-    headers_range: Option<(usize, usize)>,
+    /// Where the properties the broker reads are inside `raw`.
+    at: Offsets,
     /// Whether a `headers` table is present (CC/BCC and the headers exchange need it).
     pub has_headers: bool,
+}
+
+/// Where the properties the broker reads are inside a header payload: the
+/// offset of a short string's length octet, or of the headers table's length
+/// prefix; 0 when absent (properties start at offset 14).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+struct Offsets {
+    expiration: u32,
+    user_id: u32,
+    reply_to: u32,
+    headers: u32,
+}
+
+impl Offsets {
+    /// Byte range of the text of the short string at `at`.
+    fn short_range(raw: &[u8], at: u32) -> Option<(usize, usize)> {
+        if at == 0 {
+            return None;
+        }
+        let start = at as usize + 1;
+        let n = *raw.get(at as usize)? as usize;
+        Some((start, start + n))
+    }
+
+    fn text(raw: &[u8], at: u32) -> Option<&str> {
+        let (s, e) = Offsets::short_range(raw, at)?;
+        std::str::from_utf8(raw.get(s..e)?).ok()
+    }
+
+    fn expiration(self, raw: &[u8]) -> Option<&str> {
+        Offsets::text(raw, self.expiration)
+    }
+
+    fn user_id(self, raw: &[u8]) -> Option<&str> {
+        Offsets::text(raw, self.user_id)
+    }
+
+    fn reply_to(self, raw: &[u8]) -> Option<&str> {
+        Offsets::text(raw, self.reply_to)
+    }
+
+    /// Byte range of the headers table, with its length prefix.
+    fn headers_range(self, raw: &[u8]) -> Option<(usize, usize)> {
+        if self.headers == 0 {
+            return None;
+        }
+        let start = self.headers as usize;
+        let len = u32::from_be_bytes(raw.get(start..start + 4)?.try_into().ok()?);
+        Some((start, start + 4 + len as usize))
+    }
+
+    /// Byte range (within `raw`) of the top-level entry `key` in the headers table.
+    fn find_header(self, raw: &[u8], key: &str) -> Option<(usize, usize)> {
+        let (start, end) = self.headers_range(raw)?;
+        let table = raw.get(start..end)?;
+        let mut pos = 4;
+        while pos < table.len() {
+            let klen = *table.get(pos)? as usize;
+            let k = table.get(pos + 1..pos + 1 + klen)?;
+            let vlen = crate::table_guard::value_len(table, pos + 1 + klen)?;
+            let entry_end = pos + 1 + klen + vlen;
+            if k == key.as_bytes() {
+                return Some((start + pos, start + entry_end));
+            }
+            pos = entry_end;
+        }
+        None
+    }
 }
 
 impl ContentHeader {
@@ -84,21 +146,24 @@ impl ContentHeader {
             body_size,
             delivery_mode: None,
             priority: None,
-            expiration: None,
-            user_id: None,
-            reply_to: None,
-            headers_range: None,
+            at: Offsets::default(),
             has_headers: flags & FLAG_HEADERS != 0,
         };
-        let short = |pos: &mut usize| -> Result<(usize, usize), ContentHeaderError> {
-            let n = *d.get(*pos).ok_or(ContentHeaderError::Malformed)? as usize;
-            let start = *pos + 1;
+        // Offsets are kept as u32 (a header frame is far smaller than 4 GiB).
+        if u32::try_from(d.len()).is_err() {
+            return Err(ContentHeaderError::Malformed);
+        }
+        // A short string: returns the offset of its length octet.
+        let short = |pos: &mut usize| -> Result<u32, ContentHeaderError> {
+            let at = *pos;
+            let n = *d.get(at).ok_or(ContentHeaderError::Malformed)? as usize;
+            let start = at + 1;
             let end = start + n;
             if end > d.len() || std::str::from_utf8(&d[start..end]).is_err() {
                 return Err(ContentHeaderError::Malformed);
             }
             *pos = end;
-            Ok((start, end))
+            Ok(at as u32)
         };
         let octet = |pos: &mut usize| -> Result<u8, ContentHeaderError> {
             let b = *d.get(*pos).ok_or(ContentHeaderError::Malformed)?;
@@ -113,7 +178,7 @@ impl ContentHeader {
         }
         if flags & FLAG_HEADERS != 0 {
             let len = check_table(d.get(pos..).ok_or(ContentHeaderError::Malformed)?)?;
-            header.headers_range = Some((pos, pos + len));
+            header.at.headers = pos as u32;
             pos += len;
         }
         if flags & FLAG_DELIVERY_MODE != 0 {
@@ -126,10 +191,10 @@ impl ContentHeader {
             short(&mut pos)?;
         }
         if flags & FLAG_REPLY_TO != 0 {
-            header.reply_to = Some(short(&mut pos)?);
+            header.at.reply_to = short(&mut pos)?;
         }
         if flags & FLAG_EXPIRATION != 0 {
-            header.expiration = Some(short(&mut pos)?);
+            header.at.expiration = short(&mut pos)?;
         }
         if flags & FLAG_MESSAGE_ID != 0 {
             short(&mut pos)?;
@@ -141,7 +206,7 @@ impl ContentHeader {
             short(&mut pos)?;
         }
         if flags & FLAG_USER_ID != 0 {
-            header.user_id = Some(short(&mut pos)?);
+            header.at.user_id = short(&mut pos)?;
         }
         if flags & FLAG_APP_ID != 0 {
             short(&mut pos)?;
@@ -158,23 +223,23 @@ impl ContentHeader {
 
     /// The `expiration` property, if set.
     pub fn expiration(&self) -> Option<&str> {
-        self.text(self.expiration)
+        self.at.expiration(&self.raw)
     }
 
     /// The `user-id` property, if set.
     pub fn user_id(&self) -> Option<&str> {
-        self.text(self.user_id)
+        self.at.user_id(&self.raw)
     }
 
     /// The `reply-to` property, if set.
     pub fn reply_to(&self) -> Option<&str> {
-        self.text(self.reply_to)
+        self.at.reply_to(&self.raw)
     }
 
     /// A copy with the `reply-to` property replaced (direct reply-to rewrites it).
     /// Everything else stays byte for byte as the publisher sent it.
     pub fn with_reply_to(&self, value: &str) -> Option<ContentHeader> {
-        let (start, end) = self.reply_to?;
+        let (start, end) = Offsets::short_range(&self.raw, self.at.reply_to)?;
         let value = value.as_bytes().get(..value.len().min(255))?;
         let mut raw = Vec::with_capacity(self.raw.len() + value.len());
         raw.extend_from_slice(self.raw.get(..start - 1)?);
@@ -190,28 +255,14 @@ impl ContentHeader {
         self.find_header(key).is_some()
     }
 
-    /// Byte range (within `raw`) of the top-level entry `key` in the headers table.
     fn find_header(&self, key: &str) -> Option<(usize, usize)> {
-        let (start, end) = self.headers_range?;
-        let table = self.raw.get(start..end)?;
-        let mut pos = 4;
-        while pos < table.len() {
-            let klen = *table.get(pos)? as usize;
-            let k = table.get(pos + 1..pos + 1 + klen)?;
-            let vlen = crate::table_guard::value_len(table, pos + 1 + klen)?;
-            let entry_end = pos + 1 + klen + vlen;
-            if k == key.as_bytes() {
-                return Some((start + pos, start + entry_end));
-            }
-            pos = entry_end;
-        }
-        None
+        self.at.find_header(&self.raw, key)
     }
 
     /// A copy without the top-level header `key` (RabbitMQ drops `BCC` before
     /// delivery), every other byte as the publisher sent it. `None` if absent.
     pub fn without_header(&self, key: &str) -> Option<ContentHeader> {
-        let (start, _) = self.headers_range?;
+        let (start, _) = self.at.headers_range(&self.raw)?;
         let (entry_start, entry_end) = self.find_header(key)?;
         let old_len = u32::from_be_bytes(self.raw.get(start..start + 4)?.try_into().ok()?);
         let new_len = old_len - (entry_end - entry_start) as u32;
@@ -223,11 +274,6 @@ impl ContentHeader {
         ContentHeader::parse(Bytes::from(raw)).ok()
     }
 
-    fn text(&self, range: Option<(usize, usize)>) -> Option<&str> {
-        let (s, e) = range?;
-        std::str::from_utf8(self.raw.get(s..e)?).ok()
-    }
-
     /// Whether the message is persistent (delivery mode 2).
     pub fn is_persistent(&self) -> bool {
         self.delivery_mode == Some(2)
@@ -236,13 +282,158 @@ impl ContentHeader {
     /// Fully decode the properties (only when the broker needs the headers table).
     /// The depth of the headers table was checked in [`ContentHeader::parse`].
     pub fn properties(&self) -> Option<AMQPProperties> {
-        let d = self.raw.get(12..)?;
-        parse_properties(d).ok().map(|(_, p)| p)
+        properties_of(&self.raw)
     }
 
     /// The headers table, decoded.
     pub fn headers(&self) -> Option<FieldTable> {
         if !self.has_headers {
+            return None;
+        }
+        self.properties().and_then(|p| p.headers().clone())
+    }
+}
+
+fn properties_of(raw: &[u8]) -> Option<AMQPProperties> {
+    let d = raw.get(12..)?;
+    parse_properties(d).ok().map(|(_, p)| p)
+}
+
+/// Header and body together at most this long are copied into one buffer of
+/// their own by [`Content::new`]; larger bodies stay where they were received.
+///
+/// Small messages gain most: a queued 100 B message otherwise keeps about
+/// 160 B of frames alive (its method frame, the envelopes, its neighbours'
+/// leftovers). Above about 1 KiB the frames around a body cost little in
+/// proportion, while the copy costs CPU and allocators round mid-size blocks
+/// up (jemalloc's size classes above 1 KiB are 256 B apart): with 1 KiB
+/// bodies, copying made a backlog larger (1,422 against 1,360 B per message)
+/// and publishing slower (2.8 against 2.2 µs of broker CPU per message).
+pub const JOIN_MAX: usize = 1024;
+
+/// A message's content as a broker keeps it: the header payload (validated by
+/// [`ContentHeader::parse`]) and the body, with the properties the broker
+/// reads already located.
+///
+/// Small contents are copied into one exactly-sized buffer, so that a message
+/// that waits in a queue holds only its own bytes, not the socket read buffer
+/// its frames arrived in (of which a `Bytes` slice keeps the whole chunk).
+/// Either way a `Content` is shared by reference (`Arc` around the message),
+/// never copied per queue.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Content {
+    data: Data,
+    /// Length of the header payload (for [`Data::Joined`]).
+    header_len: u32,
+    at: Offsets,
+    delivery_mode: Option<u8>,
+    priority: Option<u8>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Data {
+    /// The header payload followed by the body.
+    Joined(Bytes),
+    /// Header payload and body, each where it was received (large bodies).
+    Split(Box<(Bytes, Bytes)>),
+}
+
+const _: () = assert!(std::mem::size_of::<Content>() <= 56);
+
+impl Content {
+    /// Put a header and its body together (see [`JOIN_MAX`]).
+    pub fn new(header: ContentHeader, body: Bytes) -> Content {
+        let header_len = header.raw.len();
+        let data = match u32::try_from(header_len) {
+            Ok(_) if header_len + body.len() <= JOIN_MAX => {
+                let mut joined = Vec::with_capacity(header_len + body.len());
+                joined.extend_from_slice(&header.raw);
+                joined.extend_from_slice(&body);
+                // len == capacity: `Bytes` takes the buffer over without a
+                // second allocation.
+                Data::Joined(Bytes::from(joined))
+            }
+            _ => Data::Split(Box::new((header.raw, body))),
+        };
+        Content {
+            data,
+            header_len: header_len as u32,
+            at: header.at,
+            delivery_mode: header.delivery_mode,
+            priority: header.priority,
+        }
+    }
+
+    /// The content header frame payload, as the publisher sent it.
+    pub fn header(&self) -> &[u8] {
+        match &self.data {
+            Data::Joined(b) => b.get(..self.header_len as usize).unwrap_or_default(),
+            Data::Split(parts) => &parts.0,
+        }
+    }
+
+    /// The body.
+    pub fn body(&self) -> &[u8] {
+        match &self.data {
+            Data::Joined(b) => b.get(self.header_len as usize..).unwrap_or_default(),
+            Data::Split(parts) => &parts.1,
+        }
+    }
+
+    /// The body as a shared handle (no copy).
+    pub fn body_bytes(&self) -> Bytes {
+        match &self.data {
+            Data::Joined(b) => b.slice((self.header_len as usize).min(b.len())..),
+            Data::Split(parts) => parts.1.clone(),
+        }
+    }
+
+    pub fn delivery_mode(&self) -> Option<u8> {
+        self.delivery_mode
+    }
+
+    pub fn priority(&self) -> Option<u8> {
+        self.priority
+    }
+
+    /// Whether the message is persistent (delivery mode 2).
+    pub fn is_persistent(&self) -> bool {
+        self.delivery_mode == Some(2)
+    }
+
+    /// Whether a `headers` table is present.
+    pub fn has_headers(&self) -> bool {
+        self.at.headers != 0
+    }
+
+    /// The `expiration` property, if set.
+    pub fn expiration(&self) -> Option<&str> {
+        self.at.expiration(self.header())
+    }
+
+    /// The `user-id` property, if set.
+    pub fn user_id(&self) -> Option<&str> {
+        self.at.user_id(self.header())
+    }
+
+    /// The `reply-to` property, if set.
+    pub fn reply_to(&self) -> Option<&str> {
+        self.at.reply_to(self.header())
+    }
+
+    /// Whether the headers table has the top-level key `key`.
+    pub fn has_header(&self, key: &str) -> bool {
+        self.at.find_header(self.header(), key).is_some()
+    }
+
+    /// Fully decode the properties.
+    pub fn properties(&self) -> Option<AMQPProperties> {
+        properties_of(self.header())
+    }
+
+    /// The headers table, decoded.
+    pub fn headers(&self) -> Option<FieldTable> {
+        if !self.has_headers() {
             return None;
         }
         self.properties().and_then(|p| p.headers().clone())
@@ -299,6 +490,44 @@ mod tests {
         assert_eq!(without.expiration(), Some("1500"));
         assert!(r.without_header("nope").is_none());
         assert!(r.has_header("CC") && !r.has_header("BCC") && !without.has_header("CC"));
+    }
+
+    #[test]
+    fn content_keeps_header_and_body_together_or_apart() {
+        let mut headers = FieldTable::default();
+        headers.insert(
+            ShortString::from("CC"),
+            AMQPValue::LongString(LongString::from("x")),
+        );
+        let props = AMQPProperties::default()
+            .with_headers(headers.clone())
+            .with_delivery_mode(2)
+            .with_priority(3)
+            .with_expiration("1500".into())
+            .with_user_id("guest".into())
+            .with_reply_to("r".into());
+        for size in [0usize, 1, 100, JOIN_MAX, 100_000] {
+            let body = Bytes::from(vec![7u8; size]);
+            let raw = header_bytes(&props, size as u64);
+            let h = ContentHeader::parse(raw.clone()).unwrap();
+            let c = Content::new(h, body.clone());
+            assert_eq!(c.header(), &raw[..]);
+            assert_eq!(c.body(), &body[..]);
+            assert_eq!(c.body_bytes(), body);
+            assert_eq!(c.delivery_mode(), Some(2));
+            assert!(c.is_persistent());
+            assert_eq!(c.priority(), Some(3));
+            assert_eq!(c.expiration(), Some("1500"));
+            assert_eq!(c.user_id(), Some("guest"));
+            assert_eq!(c.reply_to(), Some("r"));
+            assert!(c.has_headers() && c.has_header("CC") && !c.has_header("BCC"));
+            assert_eq!(c.headers(), Some(headers.clone()));
+            assert_eq!(c.properties().and_then(|p| *p.priority()), Some(3));
+        }
+        let plain = ContentHeader::parse(header_bytes(&AMQPProperties::default(), 1)).unwrap();
+        let c = Content::new(plain, Bytes::from_static(b"x"));
+        assert!(!c.has_headers() && c.headers().is_none() && c.expiration().is_none());
+        assert!(!c.is_persistent() && c.priority().is_none());
     }
 
     #[test]

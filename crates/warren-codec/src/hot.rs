@@ -4,19 +4,18 @@
 //! these (≈150 ns to encode a deliver); these take a few nanoseconds. The
 //! round-trip tests in `method.rs` keep them honest against amq-protocol.
 
-use bytes::{BufMut, Bytes, BytesMut};
+use bytes::{BufMut, BytesMut};
 
 use crate::frame::{
     begin_frame, end_frame, FRAME_BODY, FRAME_HEADER, FRAME_METHOD, FRAME_OVERHEAD,
 };
-use crate::method::{Method, Publish};
+use crate::method::Method;
 
 /// Decode a hot basic-class method from its arguments. `None`: not a hot method;
 /// `Some(None)`: a hot method with malformed arguments.
 pub(crate) fn decode_hot(method_id: u16, args: &[u8]) -> Option<Option<Method>> {
     Some(match method_id {
         10 => decode_qos(args),
-        40 => decode_publish(args),
         80 => tag_and_bits(args).map(|(delivery_tag, bits)| Method::Ack {
             delivery_tag,
             multiple: bits & 1 != 0,
@@ -53,28 +52,6 @@ fn decode_qos(args: &[u8]) -> Option<Method> {
         prefetch_count: u16::from_be_bytes([args[4], args[5]]),
         global: args[6] & 1 != 0,
     })
-}
-
-fn decode_publish(args: &[u8]) -> Option<Method> {
-    // ticket:u16 exchange:shortstr routing-key:shortstr bits:u8
-    let rest = args.get(2..)?;
-    let (exchange, rest) = short_str(rest)?;
-    let (routing_key, rest) = short_str(rest)?;
-    if rest.len() != 1 {
-        return None;
-    }
-    Some(Method::Publish(Publish {
-        exchange: exchange.to_owned(),
-        routing_key: routing_key.to_owned(),
-        mandatory: rest[0] & 1 != 0,
-        immediate: rest[0] & 2 != 0,
-    }))
-}
-
-fn short_str(d: &[u8]) -> Option<(&str, &[u8])> {
-    let n = *d.first()? as usize;
-    let s = d.get(1..1 + n)?;
-    Some((std::str::from_utf8(s).ok()?, &d[1 + n..]))
 }
 
 fn put_short_str(out: &mut BytesMut, s: &str) {
@@ -167,7 +144,7 @@ pub fn encode_content(
     out: &mut BytesMut,
     channel: u16,
     header_raw: &[u8],
-    body: &Bytes,
+    body: &[u8],
     frame_max: u32,
 ) {
     let at = begin_frame(out, FRAME_HEADER, channel);
@@ -261,7 +238,7 @@ mod tests {
     #[test]
     fn body_is_split_at_frame_max() {
         let mut out = BytesMut::new();
-        let body = Bytes::from(vec![7u8; 10_000]);
+        let body = bytes::Bytes::from(vec![7u8; 10_000]);
         encode_content(
             &mut out,
             2,

@@ -24,7 +24,7 @@ pub mod table_guard;
 
 pub use amq_protocol::protocol::{self as spec, AMQPClass};
 pub use amq_protocol::types;
-pub use content::ContentHeader;
+pub use content::{Content, ContentHeader};
 pub use error::{FrameError, MethodError};
 pub use frame::{decode_frame, Frame, PROTOCOL_HEADER};
-pub use method::{decode_method, encode_method, Method};
+pub use method::{decode_method, decode_method_bytes, encode_method, Method};

@@ -3,20 +3,106 @@
 
 use amq_protocol::frame::WriteContext;
 use amq_protocol::protocol::{gen_class, parse_class, AMQPClass};
-use bytes::BytesMut;
+use bytes::{Bytes, BytesMut};
 
 use crate::error::MethodError;
 use crate::frame::{encode_frame, FRAME_METHOD};
 use crate::hot;
 use crate::table_guard::{check_table, Skip, TableShapeError};
 
-/// `basic.publish`, decoded by hand: it arrives once per message.
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// `basic.publish`, decoded by hand: it arrives once per message. The exchange
+/// name and routing key stay in the frame they arrived in (see
+/// [`decode_method_bytes`]): no allocation per publish.
+#[derive(Debug, Clone)]
 pub struct Publish {
-    pub exchange: String,
-    pub routing_key: String,
+    /// The exchange name's text, its routing key's length octet, then the
+    /// routing key's text (both validated UTF-8).
+    names: Bytes,
+    exchange_len: u8,
     pub mandatory: bool,
     pub immediate: bool,
+}
+
+impl Publish {
+    /// A publish to `exchange` with `routing_key` (each cut to 255 bytes, the
+    /// most a short string holds, at a character boundary).
+    pub fn new(exchange: &str, routing_key: &str, mandatory: bool, immediate: bool) -> Publish {
+        let exchange = short(exchange);
+        let routing_key = short(routing_key);
+        let mut names = Vec::with_capacity(exchange.len() + 1 + routing_key.len());
+        names.extend_from_slice(exchange.as_bytes());
+        names.push(routing_key.len() as u8);
+        names.extend_from_slice(routing_key.as_bytes());
+        Publish {
+            names: Bytes::from(names),
+            exchange_len: exchange.len() as u8,
+            mandatory,
+            immediate,
+        }
+    }
+
+    /// Validate the arguments of a `basic.publish` (`args`, with `args_bytes`
+    /// the same bytes as a shared handle when there is one).
+    pub(crate) fn decode(args: &[u8], args_bytes: Option<&Bytes>) -> Option<Publish> {
+        // ticket:u16 exchange:shortstr routing-key:shortstr bits:u8
+        let exchange_len = *args.get(2)?;
+        let rk_at = 3 + exchange_len as usize;
+        let rk_len = *args.get(rk_at)? as usize;
+        let end = rk_at + 1 + rk_len;
+        if args.len() != end + 1 {
+            return None;
+        }
+        std::str::from_utf8(args.get(3..rk_at)?).ok()?;
+        std::str::from_utf8(args.get(rk_at + 1..end)?).ok()?;
+        let bits = args[end];
+        let names = match args_bytes {
+            Some(b) => b.slice(3..end),
+            None => Bytes::copy_from_slice(&args[3..end]),
+        };
+        Some(Publish {
+            names,
+            exchange_len,
+            mandatory: bits & 1 != 0,
+            immediate: bits & 2 != 0,
+        })
+    }
+
+    pub fn exchange(&self) -> &str {
+        let text = self.names.get(..self.exchange_len as usize);
+        std::str::from_utf8(text.unwrap_or_default()).unwrap_or_default()
+    }
+
+    pub fn routing_key(&self) -> &str {
+        let text = self.names.get(self.exchange_len as usize + 1..);
+        std::str::from_utf8(text.unwrap_or_default()).unwrap_or_default()
+    }
+}
+
+impl PartialEq for Publish {
+    fn eq(&self, other: &Publish) -> bool {
+        (
+            self.exchange(),
+            self.routing_key(),
+            self.mandatory,
+            self.immediate,
+        ) == (
+            other.exchange(),
+            other.routing_key(),
+            other.mandatory,
+            other.immediate,
+        )
+    }
+}
+
+impl Eq for Publish {}
+
+/// `s` cut to at most 255 bytes at a character boundary.
+fn short(s: &str) -> &str {
+    let mut end = s.len().min(255);
+    while !s.is_char_boundary(end) {
+        end -= 1;
+    }
+    &s[..end]
 }
 
 /// A decoded method from a client.
@@ -86,6 +172,16 @@ fn is_known(class_id: u16, method_id: u16) -> bool {
 
 /// Decode a method frame payload.
 pub fn decode_method(payload: &[u8]) -> Result<Method, MethodError> {
+    decode(payload, None)
+}
+
+/// [`decode_method`] for a payload cut from a read buffer: a `basic.publish`
+/// keeps its exchange name and routing key in it instead of copying them.
+pub fn decode_method_bytes(payload: &Bytes) -> Result<Method, MethodError> {
+    decode(payload, Some(payload))
+}
+
+fn decode(payload: &[u8], shared: Option<&Bytes>) -> Result<Method, MethodError> {
     if payload.len() < 4 {
         return Err(MethodError::Syntax {
             class_id: 0,
@@ -105,6 +201,12 @@ pub fn decode_method(payload: &[u8]) -> Result<Method, MethodError> {
         });
     }
     if class_id == 60 {
+        if method_id == 40 {
+            let args = shared.map(|b| b.slice(4..));
+            return Publish::decode(&payload[4..], args.as_ref())
+                .map(Method::Publish)
+                .ok_or(syntax);
+        }
         if let Some(hot) = hot::decode_hot(method_id, &payload[4..]) {
             return hot.ok_or(syntax);
         }
@@ -198,6 +300,37 @@ mod tests {
     }
 
     #[test]
+    fn publish_names_stay_in_the_frame() {
+        let mut payload = vec![0, 60, 0, 40, 0, 0, 2];
+        payload.extend_from_slice(b"ex");
+        payload.push(3);
+        payload.extend_from_slice("rk\u{e9}".as_bytes()[..3].as_ref());
+        payload.push(2);
+        // "rk" plus the first byte of a two-byte character: not UTF-8.
+        assert!(decode_method(&payload).is_err());
+        let mut payload = vec![0, 60, 0, 40, 0, 0, 2];
+        payload.extend_from_slice(b"ex");
+        payload.push(3);
+        payload.extend_from_slice(b"key");
+        payload.push(1);
+        let shared = Bytes::from(payload.clone());
+        let Ok(Method::Publish(p)) = decode_method_bytes(&shared) else {
+            panic!("not a publish");
+        };
+        assert_eq!((p.exchange(), p.routing_key()), ("ex", "key"));
+        assert!(p.mandatory && !p.immediate);
+        assert_eq!(decode_method(&payload), Ok(Method::Publish(p)));
+        // Wrong lengths are refused, not read past.
+        for cut in 4..payload.len() {
+            assert!(decode_method(&payload[..cut]).is_err(), "cut {cut}");
+        }
+        let long = "\u{e9}".repeat(200);
+        let p = Publish::new("", &long, false, true);
+        assert_eq!(p.routing_key().len(), 254);
+        assert_eq!(p.exchange(), "");
+    }
+
+    #[test]
     fn hot_methods_match_amq_protocol() {
         let p = basic::Publish {
             exchange: "ex".into(),
@@ -207,12 +340,7 @@ mod tests {
         };
         assert_eq!(
             roundtrip(AMQPClass::Basic(basic::AMQPMethod::Publish(p))),
-            Method::Publish(Publish {
-                exchange: "ex".into(),
-                routing_key: "rk".into(),
-                mandatory: true,
-                immediate: false
-            })
+            Method::Publish(Publish::new("ex", "rk", true, false))
         );
         let a = basic::Nack {
             delivery_tag: 77,

@@ -353,8 +353,8 @@ mod tests {
                     assert_eq!(channel, 3);
                     match decode_method(&payload).unwrap() {
                         Method::Publish(p) => {
-                            assert_eq!(p.exchange, "ex");
-                            assert_eq!(p.routing_key, "rk");
+                            assert_eq!(p.exchange(), "ex");
+                            assert_eq!(p.routing_key(), "rk");
                             assert!(!p.mandatory);
                         }
                         m => panic!("{m:?}"),

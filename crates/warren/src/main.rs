@@ -1,5 +1,11 @@
 //! The `warren` command: runs the broker.
 
+/// jemalloc: steadier resident memory than glibc's per-thread arenas when
+/// messages are allocated and freed on different worker threads (see Cargo.toml).
+#[cfg(not(target_env = "msvc"))]
+#[global_allocator]
+static GLOBAL: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
+
 use std::net::IpAddr;
 use std::path::PathBuf;
 

@@ -173,11 +173,17 @@ impl Connection {
             id,
             tag,
             redelivered,
-            &m.exchange,
-            &m.routing_key,
+            m.exchange(),
+            m.routing_key(),
             remaining,
         );
-        hot::encode_content(&mut self.out, id, &m.header.raw, &m.body, frame_max);
+        hot::encode_content(
+            &mut self.out,
+            id,
+            m.content.header(),
+            m.content.body(),
+            frame_max,
+        );
         Ok(())
     }
 

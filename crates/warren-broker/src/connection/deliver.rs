@@ -45,10 +45,16 @@ impl Connection {
             &consumer_tag,
             tag,
             message.redelivered,
-            &m.exchange,
-            &m.routing_key,
+            m.exchange(),
+            m.routing_key(),
         );
-        hot::encode_content(&mut self.out, channel, &m.header.raw, &m.body, frame_max);
+        hot::encode_content(
+            &mut self.out,
+            channel,
+            m.content.header(),
+            m.content.body(),
+            frame_max,
+        );
         if !consumer.no_ack {
             let credit = Some(consumer.credit.clone());
             chan.unacked.insert(

@@ -33,10 +33,11 @@ use warren_codec::frame::{
     decode_frame, decode_protocol_header, encode_heartbeat, Frame, ProtocolHeaderCheck,
     PROTOCOL_HEADER,
 };
-use warren_codec::{decode_method, encode_method, Method, MethodError};
+use warren_codec::{decode_method, decode_method_bytes, encode_method, Method, MethodError};
 
 use crate::broker::Broker;
 use crate::error::AmqpError;
+use crate::message::AddressCache;
 use crate::queue::Queue;
 use crate::vhost::VHost;
 use channel::Channel;
@@ -100,6 +101,8 @@ pub struct Connection {
     next_epoch: u64,
     /// Scratch list of the queues a message routes to (reused per publish).
     routed: Vec<Arc<Queue>>,
+    /// Recent exchange/routing-key pairs, shared by the messages published with them.
+    addresses: AddressCache,
     /// Queues this connection waits on for flow control (reading is paused while > 0).
     flow_paused: usize,
 }
@@ -138,6 +141,7 @@ impl Connection {
             sent_blocked: false,
             next_epoch: 0,
             routed: Vec::new(),
+            addresses: AddressCache::default(),
             flow_paused: 0,
         }
     }
@@ -259,7 +263,7 @@ impl Connection {
                 now,
             ),
             Frame::Method { channel, payload } => {
-                let method = match decode_method(&payload) {
+                let method = match decode_method_bytes(&payload) {
                     Ok(m) => m,
                     Err(e) => return self.method_decode_error(e, &payload, now),
                 };

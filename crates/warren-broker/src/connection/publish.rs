@@ -134,14 +134,15 @@ impl Connection {
         body: Bytes,
     ) -> AmqpResult<()> {
         let vhost = self.vhost()?;
-        self.permit(Perm::Write, Resource::Exchange, &p.exchange)?;
+        self.permit(Perm::Write, Resource::Exchange, p.exchange())?;
         let exchange = vhost
-            .exchange(&p.exchange)
-            .ok_or_else(|| vhost.no_exchange(&p.exchange))?;
+            .exchange(p.exchange())
+            .ok_or_else(|| vhost.no_exchange(p.exchange()))?;
         if exchange.internal {
             return Err(AmqpError::access_refused(format!(
                 "cannot publish to internal exchange '{}' in vhost '{}'",
-                p.exchange, vhost.name
+                p.exchange(),
+                vhost.name
             )));
         }
         if let Some(exp) = header.expiration() {
@@ -157,13 +158,8 @@ impl Connection {
         }
         let header = self.rewrite_reply_to(id, header)?;
         let (header, cc) = crate::message::sender_selected(header);
-        let message = Arc::new(Message {
-            exchange: p.exchange,
-            routing_key: p.routing_key,
-            cc,
-            header,
-            body,
-        });
+        let address = self.addresses.get(p.exchange(), p.routing_key(), cc);
+        let message = Arc::new(Message::new(address, header, body));
         let chan = self.channel_mut(id)?;
         if let Some(tx) = chan.tx.as_mut() {
             tx.publishes.push((message, p.mandatory));
@@ -183,7 +179,7 @@ impl Connection {
         // Reuse the connection's scratch list: no allocation per publish.
         let mut queues = std::mem::take(&mut self.routed);
         queues.clear();
-        if let Some(x) = vhost.exchange(&message.exchange) {
+        if let Some(x) = vhost.exchange(message.exchange()) {
             vhost.route(&x, &message, &mut queues);
         }
         let mut routed = false;
@@ -202,8 +198,8 @@ impl Connection {
             }
         }
         if queues.is_empty()
-            && message.exchange.is_empty()
-            && message.routing_key.starts_with(super::reply_to::REPLY_TO)
+            && message.exchange().is_empty()
+            && message.routing_key().starts_with(super::reply_to::REPLY_TO)
         {
             routed = self.route_direct_reply(&message);
         }
@@ -213,14 +209,14 @@ impl Connection {
                 id,
                 312,
                 "NO_ROUTE",
-                &message.exchange,
-                &message.routing_key,
+                message.exchange(),
+                message.routing_key(),
             );
             hot::encode_content(
                 &mut self.out,
                 id,
-                &message.header.raw,
-                &message.body,
+                message.content.header(),
+                message.content.body(),
                 self.frame_max,
             );
         }

@@ -113,7 +113,7 @@ impl Connection {
     /// Route a message published to the default exchange with a reply-to routing
     /// key. Returns whether a live reply consumer was found.
     pub(super) fn route_direct_reply(&self, message: &Arc<Message>) -> bool {
-        let Some((conn, channel, key)) = decode_name(&message.routing_key) else {
+        let Some((conn, channel, key)) = decode_name(message.routing_key()) else {
             return false;
         };
         match self.broker.connection(conn) {
@@ -151,14 +151,14 @@ impl Connection {
             &consumer_tag,
             tag,
             false,
-            &message.exchange,
-            &message.routing_key,
+            message.exchange(),
+            message.routing_key(),
         );
         hot::encode_content(
             &mut self.out,
             channel,
-            &message.header.raw,
-            &message.body,
+            message.content.header(),
+            message.content.body(),
             frame_max,
         );
     }

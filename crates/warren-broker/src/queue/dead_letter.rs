@@ -13,7 +13,7 @@ use bytes::Bytes;
 use warren_codec::ContentHeader;
 
 use super::{Dead, Queue};
-use crate::message::Message;
+use crate::message::{Address, Message};
 
 /// Why a message was dead-lettered (the `reason` in `x-death`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -41,7 +41,7 @@ impl Queue {
         if dead.is_empty() {
             return;
         }
-        self.settle(dead.iter().map(|(m, _)| (m.seq, m.persisted)));
+        self.settle(dead.iter().map(|(m, _)| (m.seq, m.persisted())));
         let Some(dlx) = self.args.dead_letter_exchange.as_deref() else {
             return;
         };
@@ -94,7 +94,7 @@ fn deaths_of(headers: &FieldTable) -> Vec<AMQPValue> {
 /// RabbitMQ's rule: delivering to `queue` closes a cycle if `queue` already
 /// appears in `x-death` and no death along the way was a rejection.
 fn is_cycle(message: &Message, queue: &str) -> bool {
-    let Some(headers) = message.header.headers() else {
+    let Some(headers) = message.content.headers() else {
         return false;
     };
     let deaths = deaths_of(&headers);
@@ -122,7 +122,7 @@ fn dead_lettered(
     dlx: &str,
     dl_routing_key: Option<&str>,
 ) -> Option<Message> {
-    let props = m.header.properties()?;
+    let props = m.content.properties()?;
     let mut headers = props.headers().clone().unwrap_or_default();
     let mut deaths = deaths_of(&headers);
     let same = |d: &AMQPValue| match d {
@@ -157,11 +157,11 @@ fn dead_lettered(
             t.insert("reason".into(), long_string(reason.as_str()));
             t.insert("queue".into(), long_string(queue));
             t.insert("time".into(), AMQPValue::Timestamp(now));
-            t.insert("exchange".into(), long_string(&m.exchange));
+            t.insert("exchange".into(), long_string(m.exchange()));
             let mut keys = FieldArray::default();
-            keys.push(long_string(&m.routing_key));
+            keys.push(long_string(m.routing_key()));
             // CC keys are listed; BCC keys are not (they were removed from the headers).
-            if let Some(h) = m.header.headers() {
+            if let Some(h) = m.content.headers() {
                 if let Some(AMQPValue::FieldArray(cc)) = h.inner().get("CC") {
                     for k in cc.as_slice() {
                         keys.push(k.clone());
@@ -183,13 +183,13 @@ fn dead_lettered(
     if !headers.contains_key("x-first-death-reason") {
         headers.insert("x-first-death-reason".into(), long_string(reason.as_str()));
         headers.insert("x-first-death-queue".into(), long_string(queue));
-        headers.insert("x-first-death-exchange".into(), long_string(&m.exchange));
+        headers.insert("x-first-death-exchange".into(), long_string(m.exchange()));
     }
     let props = without_expiration(&props);
-    let mut raw = Vec::with_capacity(m.header.raw.len() + 256);
+    let mut raw = Vec::with_capacity(m.content.header().len() + 256);
     raw.extend_from_slice(&60u16.to_be_bytes());
     raw.extend_from_slice(&0u16.to_be_bytes());
-    raw.extend_from_slice(&(m.body.len() as u64).to_be_bytes());
+    raw.extend_from_slice(&(m.content.body().len() as u64).to_be_bytes());
     let start = raw.len();
     let (mut raw, _) = gen_properties(&props)(WriteContext::from(raw))
         .ok()?
@@ -209,18 +209,17 @@ fn dead_lettered(
     raw.splice(at..at, table);
     raw[start] |= 0x20; // the headers flag (bit 13 of the property flags)
     let header = ContentHeader::parse(Bytes::from(raw)).ok()?;
-    Some(Message {
-        exchange: dlx.to_owned(),
-        routing_key: dl_routing_key.unwrap_or(&m.routing_key).to_owned(),
+    let address = Address::new(
+        dlx.to_owned(),
+        dl_routing_key.unwrap_or(m.routing_key()).to_owned(),
         // With its own routing key the message loses CC/BCC; otherwise it keeps them.
-        cc: if dl_routing_key.is_some() {
+        if dl_routing_key.is_some() {
             Vec::new()
         } else {
-            m.cc.clone()
+            m.cc().to_vec()
         },
-        header,
-        body: m.body.clone(),
-    })
+    );
+    Some(Message::new(address, header, m.content.body_bytes()))
 }
 
 /// RabbitMQ's field order inside an `x-death` entry.

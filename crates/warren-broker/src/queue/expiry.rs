@@ -46,7 +46,7 @@ impl Queue {
         let (next, expire_queue) = {
             let mut st = self.state.lock();
             st.expire_head(now, &mut dead);
-            let head = st.ready.front().and_then(|m| m.expires_at);
+            let head = st.ready.front().and_then(|m| m.expires_at.get());
             let unused_until = self
                 .args
                 .expires

@@ -33,7 +33,7 @@ use warren_store::{Op, Store};
 
 use crate::connection::handle::{ConnEvent, ConnHandle, ConnectionId};
 use crate::error::AmqpError;
-use crate::message::Message;
+use crate::message::{Address, Message};
 use crate::vhost::VHost;
 
 use args::Overflow;
@@ -55,59 +55,127 @@ pub struct QueuedMessage {
     pub persisted: bool,
 }
 
-/// Where a ready message's body is.
-#[derive(Debug)]
-enum Slot {
-    Loaded(Arc<Message>),
-    /// Only on disk; read back when it nears the head.
-    OnDisk,
-    /// A read from the store is under way.
-    Loading,
-}
-
-/// A message in the ready list.
+/// A message in the ready list. A backlog of millions of messages is mostly
+/// these, so they are kept to 32 bytes.
 #[derive(Debug)]
 struct Ready {
     seq: u64,
-    slot: Slot,
-    redelivered: bool,
-    expires_at: Option<Instant>,
-    persisted: bool,
-    /// Effective priority in this queue (0 unless it is a priority queue).
-    priority: u8,
+    /// The message, while its body is in memory; `None` while it is only on
+    /// disk (read back when it nears the head) or being read ([`Ready::LOADING`]).
+    message: Option<Arc<Message>>,
+    /// When the message expires (queue `x-message-ttl` or the message's `expiration`).
+    expires_at: Deadline,
     /// Body length.
     size: u32,
+    /// [`Ready::REDELIVERED`], [`Ready::PERSISTED`], [`Ready::LOADING`].
+    flags: u8,
+    /// Effective priority in this queue (0 unless it is a priority queue).
+    priority: u8,
 }
 
+const _: () = assert!(std::mem::size_of::<Ready>() == 32);
+
 impl Ready {
-    fn loaded(m: QueuedMessage, priority: u8) -> Ready {
+    const REDELIVERED: u8 = 1;
+    /// Written to the store: it must be deleted there when it leaves the queue.
+    const PERSISTED: u8 = 2;
+    /// Its body is being read back from the store.
+    const LOADING: u8 = 4;
+
+    fn new(
+        seq: u64,
+        message: Option<Arc<Message>>,
+        size: u32,
+        expires_at: Option<Instant>,
+        redelivered: bool,
+        persisted: bool,
+        priority: u8,
+    ) -> Ready {
+        let mut flags = 0;
+        if redelivered {
+            flags |= Ready::REDELIVERED;
+        }
+        if persisted {
+            flags |= Ready::PERSISTED;
+        }
         Ready {
-            seq: m.seq,
-            size: m.message.body.len() as u32,
-            slot: Slot::Loaded(m.message),
-            redelivered: m.redelivered,
-            expires_at: m.expires_at,
-            persisted: m.persisted,
+            seq,
+            message,
+            expires_at: Deadline::new(expires_at),
+            size,
+            flags,
             priority,
         }
     }
 
+    fn loaded(m: QueuedMessage, priority: u8) -> Ready {
+        let size = m.message.content.body().len() as u32;
+        Ready::new(
+            m.seq,
+            Some(m.message),
+            size,
+            m.expires_at,
+            m.redelivered,
+            m.persisted,
+            priority,
+        )
+    }
+
+    fn persisted(&self) -> bool {
+        self.flags & Ready::PERSISTED != 0
+    }
+
     /// The message with its body, if it is in memory.
     fn into_queued(self) -> Result<QueuedMessage, Ready> {
-        match self.slot {
-            Slot::Loaded(message) => Ok(QueuedMessage {
+        let persisted = self.persisted();
+        match self.message {
+            Some(message) => Ok(QueuedMessage {
                 seq: self.seq,
                 message,
-                redelivered: self.redelivered,
-                expires_at: self.expires_at,
-                persisted: self.persisted,
+                redelivered: self.flags & Ready::REDELIVERED != 0,
+                expires_at: self.expires_at.get(),
+                persisted,
             }),
-            _ => Err(self),
+            None => Err(self),
         }
     }
 
     fn is_loaded(&self) -> bool {
-        matches!(self.slot, Slot::Loaded(_))
+        self.message.is_some()
+    }
+}
+
+/// An optional deadline in 8 bytes (`Option<Instant>` takes 16): nanoseconds
+/// since a process-wide epoch, `u64::MAX` for none.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Deadline(u64);
+
+impl Deadline {
+    const NONE: Deadline = Deadline(u64::MAX);
+
+    fn epoch() -> Instant {
+        static EPOCH: OnceLock<Instant> = OnceLock::new();
+        *EPOCH.get_or_init(Instant::now)
+    }
+
+    fn new(at: Option<Instant>) -> Deadline {
+        match at {
+            // An instant before the epoch is in the past: 0 keeps it due.
+            Some(t) => Deadline(
+                u64::try_from(t.saturating_duration_since(Deadline::epoch()).as_nanos())
+                    .unwrap_or(u64::MAX - 1)
+                    .min(u64::MAX - 1),
+            ),
+            None => Deadline::NONE,
+        }
+    }
+
+    fn get(self) -> Option<Instant> {
+        (self != Deadline::NONE).then(|| Deadline::epoch() + Duration::from_nanos(self.0))
+    }
+
+    fn is_due(self, now: Instant) -> bool {
+        self != Deadline::NONE && self.0 <= Deadline::new(Some(now)).0
     }
 }
 
@@ -207,6 +275,9 @@ struct QueueState {
     max_priority: Option<u8>,
     /// Publishing connections paused until this queue's backlog shrinks (flow control).
     flow_waiters: Vec<Arc<ConnHandle>>,
+    /// The address of the last message read back from the store (shared with
+    /// the next ones when it is the same).
+    last_address: Option<Arc<Address>>,
 }
 
 impl QueueState {
@@ -229,13 +300,14 @@ impl QueueState {
             timer_started: false,
             max_priority,
             flow_waiters: Vec::new(),
+            last_address: None,
         }
     }
 
     /// A message's priority in this queue (capped at the maximum, as in RabbitMQ).
     fn priority_of(&self, message: &Message) -> u8 {
         match self.max_priority {
-            Some(max) => message.header.priority.unwrap_or(0).min(max),
+            Some(max) => message.content.priority().unwrap_or(0).min(max),
             None => 0,
         }
     }
@@ -300,11 +372,7 @@ impl QueueState {
 
     /// Drop expired messages from the head (RabbitMQ expires only at the head).
     fn expire_head(&mut self, now: Instant, dead: &mut Dead) {
-        while self
-            .ready
-            .front()
-            .is_some_and(|m| m.expires_at.is_some_and(|t| t <= now))
-        {
+        while self.ready.front().is_some_and(|m| m.expires_at.is_due(now)) {
             if let Some(m) = self.pop_front() {
                 dead.push((m, DeathReason::Expired));
             }
@@ -436,7 +504,7 @@ impl Queue {
 
     /// Whether publishing `message` here means writing it to disk first.
     pub fn persists(&self, message: &Message) -> bool {
-        self.store.get().is_some() && message.header.is_persistent()
+        self.store.get().is_some() && message.content.is_persistent()
     }
 
     /// Forget messages that left the queue for good (acked, dropped, dead-lettered).
@@ -539,7 +607,7 @@ impl Queue {
 
     fn expiry_of(&self, message: &Message, now: Instant) -> Option<Instant> {
         let per_message = message
-            .header
+            .content
             .expiration()
             .and_then(|e| e.parse::<u64>().ok());
         let ttl = match (self.args.message_ttl, per_message) {
@@ -576,21 +644,15 @@ impl Queue {
                 }
             }
             let priority = st.priority_of(&message);
-            let size = message.body.len() as u32;
-            let slot = if persisted && self.should_page(&st, size) {
-                Slot::OnDisk
+            let size = message.content.body().len() as u32;
+            let message = if persisted && self.should_page(&st, size) {
+                None
             } else {
-                Slot::Loaded(message)
+                Some(message)
             };
-            st.push_back(Ready {
-                seq,
-                slot,
-                redelivered: false,
-                expires_at,
-                persisted,
-                priority,
-                size,
-            });
+            st.push_back(Ready::new(
+                seq, message, size, expires_at, false, persisted, priority,
+            ));
             self.dispatch(&mut st, &mut dead);
             self.enforce_limits(&mut st, seq, &mut dead)
         };
@@ -629,7 +691,7 @@ impl Queue {
                             if self.args.overflow == Overflow::RejectPublishDlx {
                                 dead.push((m, DeathReason::MaxLen));
                             } else {
-                                self.settle([(m.seq, m.persisted)]);
+                                self.settle([(m.seq, m.persisted())]);
                             }
                         }
                         Enqueued::Rejected
@@ -685,7 +747,7 @@ impl Queue {
         let dead = messages
             .into_iter()
             .map(|m| {
-                let p = m.message.header.priority.unwrap_or(0);
+                let p = m.message.content.priority().unwrap_or(0);
                 (Ready::loaded(m, p), DeathReason::Rejected)
             })
             .collect();
@@ -708,7 +770,7 @@ impl Queue {
                 self.load_now(seq);
                 continue;
             }
-            let (seq, persisted) = (head.seq, head.persisted);
+            let (seq, persisted) = (head.seq, head.persisted());
             if persisted && seq >= st.mark_durable {
                 drop(st);
                 self.mark_now(seq);
@@ -793,7 +855,7 @@ impl Queue {
 
     pub fn purge(&self) -> u32 {
         let mut st = self.state.lock();
-        self.settle(st.ready.iter().map(|m| (m.seq, m.persisted)));
+        self.settle(st.ready.iter().map(|m| (m.seq, m.persisted())));
         let n = st.ready.len() as u32;
         st.ready.clear();
         st.ready_bytes = 0;
@@ -884,7 +946,7 @@ impl Queue {
                 None => break,
                 // The head's body is still on disk: wait for the page-in.
                 Some(head) if !head.is_loaded() => break,
-                Some(head) => (head.seq, head.persisted),
+                Some(head) => (head.seq, head.persisted()),
             };
             if !self.delivery_marked(st, seq, persisted) {
                 break;
@@ -955,13 +1017,11 @@ mod tests_support {
 
     pub fn message() -> Arc<Message> {
         let raw = Bytes::from_static(&[0, 60, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1, 0, 0]);
-        Arc::new(Message {
-            exchange: String::new(),
-            routing_key: "q".into(),
-            cc: Vec::new(),
-            header: ContentHeader::parse(raw).unwrap(),
-            body: Bytes::from_static(b"x"),
-        })
+        Arc::new(Message::new(
+            crate::message::Address::new(String::new(), "q".into(), Vec::new()),
+            ContentHeader::parse(raw).unwrap(),
+            Bytes::from_static(b"x"),
+        ))
     }
 
     pub fn queue() -> Arc<Queue> {
@@ -1074,13 +1134,11 @@ mod priority_tests {
             }
             None => raw.put_u16(0),
         }
-        Arc::new(Message {
-            exchange: String::new(),
-            routing_key: "q".into(),
-            cc: Vec::new(),
-            header: ContentHeader::parse(raw.freeze()).unwrap(),
-            body: Bytes::from_static(b"x"),
-        })
+        Arc::new(Message::new(
+            crate::message::Address::new(String::new(), "q".into(), Vec::new()),
+            ContentHeader::parse(raw.freeze()).unwrap(),
+            Bytes::from_static(b"x"),
+        ))
     }
 
     #[test]

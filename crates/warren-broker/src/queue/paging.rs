@@ -11,8 +11,8 @@ use std::time::Instant;
 use warren_codec::ContentHeader;
 use warren_store::MessageRecord;
 
-use super::{Queue, QueueState, Ready, Slot};
-use crate::message::Message;
+use super::{Queue, QueueState, Ready};
+use crate::message::{Address, Message};
 
 /// Bodies kept in memory per queue before new persistent messages stay on disk.
 pub const PAGE_BYTES: u64 = 8 * 1024 * 1024;
@@ -36,8 +36,8 @@ impl Queue {
         let mut seqs = Vec::new();
         let mut bytes = 0u64;
         for r in st.ready.iter_mut() {
-            if matches!(r.slot, Slot::OnDisk) {
-                r.slot = Slot::Loading;
+            if r.message.is_none() && r.flags & Ready::LOADING == 0 {
+                r.flags |= Ready::LOADING;
                 seqs.push(r.seq);
                 bytes += r.size as u64;
                 if seqs.len() >= LOAD_BATCH || bytes >= PAGE_BYTES / 2 {
@@ -79,10 +79,12 @@ impl Queue {
         if st.ready[i].is_loaded() {
             return;
         }
-        match record.and_then(|r| message_from_record(r).ok()) {
+        let last = &mut st.last_address;
+        match record.and_then(|r| message_from_record(r, last).ok()) {
             Some(m) => {
                 let size = st.ready[i].size as u64;
-                st.ready[i].slot = Slot::Loaded(Arc::new(m));
+                st.ready[i].message = Some(Arc::new(m));
+                st.ready[i].flags &= !Ready::LOADING;
                 st.unloaded -= 1;
                 st.loaded_bytes += size;
             }
@@ -132,9 +134,9 @@ impl Queue {
         for (seq, record) in records {
             if let (Some(entry), Some(m)) = (
                 entries.iter_mut().find(|(r, _)| r.seq == seq),
-                record.and_then(|r| message_from_record(r).ok()),
+                record.and_then(|r| message_from_record(r, &mut None).ok()),
             ) {
-                entry.0.slot = Slot::Loaded(Arc::new(m));
+                entry.0.message = Some(Arc::new(m));
             }
         }
     }
@@ -147,13 +149,13 @@ impl Queue {
         record: MessageRecord,
         redelivered: bool,
     ) -> Result<(), String> {
-        let message = message_from_record(record).map_err(|_| {
+        let mut st = self.state.lock();
+        let message = message_from_record(record, &mut st.last_address).map_err(|_| {
             format!(
                 "stored message {seq} of queue '{}' has a malformed content header",
                 self.name
             )
         })?;
-        let mut st = self.state.lock();
         let expires_at = self.expiry_of(&message, Instant::now());
         st.next_seq = st.next_seq.max(seq + 1);
         if redelivered {
@@ -161,34 +163,40 @@ impl Queue {
             st.delivered_max = Some(st.delivered_max.map_or(seq, |m| m.max(seq)));
         }
         let priority = st.priority_of(&message);
-        let size = message.body.len() as u32;
-        let slot = if self.should_page(&st, size) {
-            Slot::OnDisk
+        let size = message.content.body().len() as u32;
+        let message = if self.should_page(&st, size) {
+            None
         } else {
-            Slot::Loaded(Arc::new(message))
+            Some(Arc::new(message))
         };
-        st.push_back(Ready {
+        st.push_back(Ready::new(
             seq,
-            slot,
-            redelivered,
-            expires_at,
-            persisted: true,
-            priority,
+            message,
             size,
-        });
+            expires_at,
+            redelivered,
+            true,
+            priority,
+        ));
         Ok(())
     }
 }
 
-fn message_from_record(r: MessageRecord) -> Result<Message, ()> {
+/// A message read back from the store. Consecutive messages with the same
+/// address share it (`last`), as they did before they were written.
+fn message_from_record(r: MessageRecord, last: &mut Option<Arc<Address>>) -> Result<Message, ()> {
     let header = ContentHeader::parse(r.header).map_err(|_| ())?;
-    Ok(Message {
-        exchange: r.exchange,
-        routing_key: r.routing_key,
-        cc: r.cc,
-        header,
-        body: r.body,
-    })
+    let address = match last {
+        Some(a) if a.exchange == r.exchange && a.routing_key == r.routing_key && a.cc == r.cc => {
+            a.clone()
+        }
+        _ => {
+            let a = Address::new(r.exchange, r.routing_key, r.cc);
+            *last = Some(a.clone());
+            a
+        }
+    };
+    Ok(Message::new(address, header, r.body))
 }
 
 /// Wait for the storage thread without stalling the other tasks of this tokio
