@@ -8,6 +8,10 @@ use std::path::{Path, PathBuf};
 use crate::kv::{Kv, KvOp};
 use crate::{DirLock, StoreError};
 
+/// How long to wait for a sled handle of this process to let go of its file.
+const LINGERING_LOCK_WAIT: std::time::Duration = std::time::Duration::from_secs(5);
+const LOCK_POLL: std::time::Duration = std::time::Duration::from_millis(20);
+
 pub struct SledKv {
     db: sled::Db,
     path: PathBuf,
@@ -16,23 +20,39 @@ pub struct SledKv {
 
 impl SledKv {
     pub fn open(path: &Path, lock: DirLock) -> Result<SledKv, StoreError> {
-        let db = sled::Config::new()
+        let config = sled::Config::new()
             .path(path)
             // We flush at every group commit ourselves.
             .flush_every_ms(None)
             // Like redb's: keep the page cache small so a backlog stays on disk.
-            .cache_capacity(32 * 1024 * 1024)
-            .open()
-            .map_err(|e| match e {
-                sled::Error::Corruption { .. } => StoreError::Corrupt {
-                    path: path.to_owned(),
-                    detail: e.to_string(),
-                },
-                other => StoreError::Open {
-                    path: path.to_owned(),
-                    detail: other.to_string(),
-                },
-            })?;
+            .cache_capacity(32 * 1024 * 1024);
+        // We hold the directory's LOCK, so no other broker has this store. If
+        // sled's own file lock is still taken, it is a handle of this process
+        // that sled's background threads release shortly after the store was
+        // closed (a broker restarted in the same process): wait for it.
+        let mut waited = std::time::Duration::ZERO;
+        let opened = loop {
+            match config.open() {
+                Err(sled::Error::Io(e))
+                    if e.to_string().contains("could not acquire lock")
+                        && waited < LINGERING_LOCK_WAIT =>
+                {
+                    std::thread::sleep(LOCK_POLL);
+                    waited += LOCK_POLL;
+                }
+                other => break other,
+            }
+        };
+        let db = opened.map_err(|e| match e {
+            sled::Error::Corruption { .. } => StoreError::Corrupt {
+                path: path.to_owned(),
+                detail: e.to_string(),
+            },
+            other => StoreError::Open {
+                path: path.to_owned(),
+                detail: other.to_string(),
+            },
+        })?;
         Ok(SledKv {
             db,
             path: path.to_owned(),

@@ -151,3 +151,18 @@ fn group_commit_store_recovers_what_was_written() {
         assert!(recs[1].1.is_none(), "seq 1 was deleted");
     }
 }
+
+#[test]
+fn an_engine_reopens_at_once_after_it_is_dropped() {
+    // A broker restarted inside the same process (tests, embedding programs)
+    // opens the directory right after the old store was closed.
+    for kind in engines() {
+        let dir = tempfile::tempdir().unwrap();
+        for i in 0..40u32 {
+            let mut kv = open(kind, dir.path())
+                .unwrap_or_else(|e| panic!("{kind:?}: reopen #{i} right after closing: {e}"));
+            kv.apply(&[KvOp::Put(i.to_be_bytes().to_vec(), vec![1; 4096])])
+                .unwrap();
+        }
+    }
+}
