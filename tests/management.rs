@@ -230,6 +230,19 @@ async fn queues_exchanges_and_bindings_over_http_are_seen_over_amqp() {
         )
     );
     assert_eq!(api.put("/queues/%2F/amq.x", json!({})).await.0, 401);
+    // AMQP names are short strings: what HTTP creates, AMQP clients must be able to name.
+    let long = "q".repeat(256);
+    assert_eq!(
+        api.put(&format!("/queues/%2F/{long}"), json!({})).await.0,
+        400
+    );
+    assert_eq!(api.put(&format!("/vhosts/{long}"), json!({})).await.0, 400);
+    assert_eq!(
+        api.put(&format!("/queues/%2F/{}", &long[1..]), json!({}))
+            .await
+            .0,
+        201
+    );
     let bind = json!({"routing_key": "a.*", "arguments": {}});
     let (status, _) = api.post("/bindings/%2F/e/hx/q/hq", bind).await;
     assert_eq!(status, 201);

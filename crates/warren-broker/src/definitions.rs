@@ -157,6 +157,7 @@ pub fn import(broker: &Broker, defs: &Value, into_vhost: Option<&str>) -> Result
         }
         for v in list("vhosts") {
             let name = text(v, "name")?;
+            crate::names::check_short("vhost name", name)?;
             let meta = v.get("metadata").and_then(Value::as_object).unwrap_or(v);
             if broker.vhost(name).is_none() {
                 broker.put_vhost(
@@ -196,6 +197,7 @@ pub fn import(broker: &Broker, defs: &Value, into_vhost: Option<&str>) -> Result
     };
     for x in list("exchanges") {
         let vhost = vhost_of(x)?;
+        crate::names::check_short("exchange name", text(x, "name")?)?;
         let decl = ExchangeDecl {
             name: text(x, "name")?.to_owned(),
             kind: x
@@ -215,6 +217,7 @@ pub fn import(broker: &Broker, defs: &Value, into_vhost: Option<&str>) -> Result
     }
     for q in list("queues") {
         let vhost = vhost_of(q)?;
+        crate::names::check_short("queue name", text(q, "name")?)?;
         let decl = QueueDecl {
             name: text(q, "name")?.to_owned(),
             passive: false,
@@ -236,6 +239,7 @@ pub fn import(broker: &Broker, defs: &Value, into_vhost: Option<&str>) -> Result
             _ => Dest::Queue(destination.into()),
         };
         let key = b.get("routing_key").and_then(Value::as_str).unwrap_or("");
+        crate::names::check_short("routing key", key)?;
         let args = json_to_table(b.get("arguments"))?;
         vhost
             .bind(text(b, "source")?, dest, key, &args, OPERATOR)

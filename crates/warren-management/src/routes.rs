@@ -181,6 +181,9 @@ async fn put_vhost(
         Err(denied) => return denied.into_response(),
     };
     {
+        if let Err(e) = warren_broker::names::check_short("vhost name", &name) {
+            return bad_request(&e);
+        }
         let Some(fields) = body_object(&body) else {
             return bad_request("not_json");
         };

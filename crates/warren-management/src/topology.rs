@@ -167,6 +167,9 @@ async fn put_queue(
     if name.starts_with("amq.") {
         return access_refused();
     }
+    if let Err(e) = warren_broker::names::check_short("queue name", &name) {
+        return bad_request(&e);
+    }
     if let Err(r) = permitted(
         &b,
         &headers,
@@ -312,6 +315,9 @@ async fn put_exchange(
 ) -> Response {
     if name.is_empty() || name.starts_with("amq.") {
         return access_refused();
+    }
+    if let Err(e) = warren_broker::names::check_short("exchange name", &name) {
+        return bad_request(&e);
     }
     if let Err(r) = permitted(
         &b,
@@ -532,6 +538,9 @@ async fn post_binding(
         .and_then(Value::as_str)
         .unwrap_or_default()
         .to_owned();
+    if let Err(e) = warren_broker::names::check_short("routing key", &key) {
+        return bad_request(&e);
+    }
     let reply = match v.bind(&source, d, &key, &args, OPERATOR) {
         Ok(()) => (
             StatusCode::CREATED,
