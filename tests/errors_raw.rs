@@ -654,6 +654,8 @@ async fn deliveries_respect_the_clients_frame_max() {
     declare_queue(&ch, "q").await;
     let body: Vec<u8> = (0..100_000u32).map(|i| (i % 253) as u8).collect();
     publish(&ch, "", "q", &body).await;
+    // The get below is on another connection: make sure the message is queued.
+    sync(&ch).await;
 
     let mut c = RawClient::open_with(
         broker.local_addr(),
