@@ -15,7 +15,9 @@ use super::channel::{
 use super::{ConnEvent, Connection};
 use crate::access::{Perm, Resource};
 use crate::error::{AmqpError, AmqpResult};
+use crate::exchange::Exchange;
 use crate::message::Message;
+use crate::vhost::VHost;
 use crate::queue::Enqueued;
 
 impl Connection {
@@ -165,21 +167,24 @@ impl Connection {
             tx.publishes.push((message, p.mandatory));
             return Ok(());
         }
-        self.route_and_enqueue(id, message, p.mandatory)
+        self.route_and_enqueue(&vhost, Some(exchange), id, message, p.mandatory)
     }
 
     /// Route a message, enqueue it, return it if unroutable and mandatory, and note its confirm.
+    /// `exchange` is the one a fresh publish already looked up; a committed
+    /// transaction passes `None` (the exchange may have gone since).
     fn route_and_enqueue(
         &mut self,
+        vhost: &VHost,
+        exchange: Option<Arc<Exchange>>,
         id: u16,
         message: Arc<Message>,
         mandatory: bool,
     ) -> AmqpResult<()> {
-        let vhost = self.vhost()?;
         // Reuse the connection's scratch list: no allocation per publish.
         let mut queues = std::mem::take(&mut self.routed);
         queues.clear();
-        if let Some(x) = vhost.exchange(message.exchange()) {
+        if let Some(x) = exchange.or_else(|| vhost.exchange(message.exchange())) {
             vhost.route(&x, &message, &mut queues);
         }
         let mut routed = false;
@@ -347,8 +352,9 @@ impl Connection {
             ));
         };
         let work = std::mem::take(tx);
+        let vhost = self.vhost()?;
         for (message, mandatory) in work.publishes {
-            self.route_and_enqueue(id, message, mandatory)?;
+            self.route_and_enqueue(&vhost, None, id, message, mandatory)?;
         }
         for (ack, taken) in work.acks {
             self.settle_taken(id, &ack, taken.into_iter().map(|(_, u)| u).collect())?;
