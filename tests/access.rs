@@ -162,6 +162,35 @@ async fn write_and_read_permissions_guard_publish_bind_and_consume() {
     );
     assert_channel_error(&conn, &ch, &err, 403, &refused("exchange", "amq.direct")).await;
 
+    // So does an exchange-to-exchange binding (write on the destination first).
+    let ch = open_channel(&conn).await;
+    declare_exchange(&ch, "bob-x", ExchangeKind::Fanout).await;
+    let err = expect_err(
+        "bind bob-x to amq.direct",
+        ch.exchange_bind(
+            "bob-x".into(),
+            "amq.direct".into(),
+            "k".into(),
+            Default::default(),
+            FieldTable::default(),
+        )
+        .await,
+    );
+    assert_channel_error(&conn, &ch, &err, 403, &refused("exchange", "amq.direct")).await;
+    let ch = open_channel(&conn).await;
+    let err = expect_err(
+        "bind an exchange bob may not write to",
+        ch.exchange_bind(
+            "amq.fanout".into(),
+            "bob-x".into(),
+            "k".into(),
+            Default::default(),
+            FieldTable::default(),
+        )
+        .await,
+    );
+    assert_channel_error(&conn, &ch, &err, 403, &refused("exchange", "amq.fanout")).await;
+
     // Publishing needs write on the exchange (checked before it is looked up).
     let ch = open_channel(&conn).await;
     ch.confirm_select(Default::default())

@@ -125,6 +125,16 @@ async fn the_api_checks_credentials_and_tags_like_rabbitmq() {
         api.get("/whoami").await,
         (200, json!({"name": "guest", "tags": ["administrator"]}))
     );
+    let (status, overview) = api.get("/overview").await;
+    assert_eq!(status, 200);
+    assert_eq!(
+        (
+            overview["product_name"].clone(),
+            overview["rabbitmq_version"].clone()
+        ),
+        (json!("RabbitMQ"), json!("3.10.8")),
+        "clients and harnesses read the emulated product and version here"
+    );
     assert_eq!(api.anonymous().get("/users").await.0, 401);
     assert_eq!(
         Api::new(&broker, "guest", "wrong").get("/users").await,

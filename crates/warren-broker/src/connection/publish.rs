@@ -17,8 +17,8 @@ use crate::access::{Perm, Resource};
 use crate::error::{AmqpError, AmqpResult};
 use crate::exchange::Exchange;
 use crate::message::Message;
-use crate::vhost::VHost;
 use crate::queue::Enqueued;
+use crate::vhost::VHost;
 
 impl Connection {
     pub(super) fn on_publish(&mut self, id: u16, p: Publish) -> AmqpResult<()> {
