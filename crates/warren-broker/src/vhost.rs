@@ -97,6 +97,19 @@ pub struct QueueDecl {
     pub server_named: bool,
 }
 
+/// RabbitMQ's reserved-name rule for queue.declare: a client may not name a
+/// queue `amq.*` (server-named `amq.gen-*` ones are fine; passive declares
+/// only look). Checked before permissions and before the lookup.
+pub fn check_queue_name(d: &QueueDecl) -> AmqpResult<()> {
+    if !d.passive && !d.server_named && d.name.starts_with("amq.") {
+        return Err(AmqpError::access_refused(format!(
+            "queue name '{}' contains reserved prefix 'amq.*'",
+            d.name
+        )));
+    }
+    Ok(())
+}
+
 impl VHost {
     pub fn new(name: &str, persist: Option<Arc<Persistence>>) -> VHost {
         let cell = OnceLock::new();
@@ -244,8 +257,9 @@ impl VHost {
         args::check_equivalent_keys(&x.arguments, &d.arguments, &what, &["alternate-exchange"])
     }
 
-    pub fn delete_exchange(&self, name: &str, if_unused: bool) -> AmqpResult<()> {
-        let _t = self.topology.lock();
+    /// The default and `amq.*` exchanges cannot be deleted (checked before
+    /// permissions, as in RabbitMQ).
+    pub fn check_exchange_deletable(&self, name: &str) -> AmqpResult<()> {
         if name.is_empty() {
             return Err(AmqpError::access_refused(
                 "operation not permitted on the default exchange",
@@ -257,6 +271,12 @@ impl VHost {
                 self.exchange_res(name)
             )));
         }
+        Ok(())
+    }
+
+    pub fn delete_exchange(&self, name: &str, if_unused: bool) -> AmqpResult<()> {
+        let _t = self.topology.lock();
+        self.check_exchange_deletable(name)?;
         let Some(x) = self.exchange(name) else {
             return Ok(());
         };
@@ -319,12 +339,7 @@ impl VHost {
         let _t = self.topology.lock();
         // The reserved prefix is checked before the lookup: redeclaring even an
         // existing amq.gen-* queue by name is refused, as in RabbitMQ.
-        if !d.passive && d.name.starts_with("amq.") && !d.server_named {
-            return Err(AmqpError::access_refused(format!(
-                "queue name '{}' contains reserved prefix 'amq.*'",
-                d.name
-            )));
-        }
+        check_queue_name(d)?;
         if let Some(q) = self.queue(&d.name) {
             self.check_exclusive(&q, conn)?;
             if !d.passive {
@@ -336,12 +351,6 @@ impl VHost {
         }
         if d.passive {
             return Err(self.no_queue(&d.name));
-        }
-        if d.name.starts_with("amq.") && !d.server_named {
-            return Err(AmqpError::access_refused(format!(
-                "queue name '{}' contains reserved prefix 'amq.*'",
-                d.name
-            )));
         }
         let what = self.queue_res(&d.name);
         let parsed = QueueArgs::parse(&d.arguments, &what)?;

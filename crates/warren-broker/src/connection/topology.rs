@@ -73,13 +73,11 @@ impl Connection {
     }
 
     pub(super) fn on_exchange_delete(&mut self, id: u16, d: exchange::Delete) -> AmqpResult<()> {
+        let vhost = self.vhost()?;
         let name = d.exchange.as_str();
-        // The default and amq.* exchanges are refused for everyone (by the vhost).
-        if !name.is_empty() && !name.starts_with("amq.") {
-            self.permit(Perm::Configure, Resource::Exchange, name)?;
-        }
-        self.vhost()?
-            .delete_exchange(d.exchange.as_str(), d.if_unused)?;
+        vhost.check_exchange_deletable(name)?;
+        self.permit(Perm::Configure, Resource::Exchange, name)?;
+        vhost.delete_exchange(d.exchange.as_str(), d.if_unused)?;
         if !d.nowait {
             self.send_method(
                 id,
@@ -159,19 +157,6 @@ impl Connection {
             );
             return Ok(());
         }
-        if !d.passive {
-            // A reserved name is refused (by the vhost) before permissions are looked at.
-            if server_named || !name.starts_with("amq.") {
-                self.permit(Perm::Configure, Resource::Queue, &name)?;
-            }
-            if let Some(AMQPValue::LongString(dlx)) =
-                d.arguments.inner().get("x-dead-letter-exchange")
-            {
-                let dlx = String::from_utf8_lossy(dlx.as_bytes()).into_owned();
-                self.permit(Perm::Read, Resource::Queue, &name)?;
-                self.permit(Perm::Write, Resource::Exchange, &dlx)?;
-            }
-        }
         let decl = QueueDecl {
             name,
             passive: d.passive,
@@ -181,6 +166,18 @@ impl Connection {
             arguments: d.arguments,
             server_named,
         };
+        // A reserved name is refused before permissions are looked at.
+        crate::vhost::check_queue_name(&decl)?;
+        if !decl.passive {
+            self.permit(Perm::Configure, Resource::Queue, &decl.name)?;
+            if let Some(AMQPValue::LongString(dlx)) =
+                decl.arguments.inner().get("x-dead-letter-exchange")
+            {
+                let dlx = String::from_utf8_lossy(dlx.as_bytes()).into_owned();
+                self.permit(Perm::Read, Resource::Queue, &decl.name)?;
+                self.permit(Perm::Write, Resource::Exchange, &dlx)?;
+            }
+        }
         let (q, messages, consumers) = vhost.declare_queue(&decl, self.id())?;
         if q.args.queue_type == QueueType::Quorum {
             self.broker.note_quorum_declared();
