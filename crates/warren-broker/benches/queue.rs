@@ -13,7 +13,7 @@ use bytes::{BufMut, Bytes, BytesMut};
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
 use warren_broker::connection::{ConnEvent, ConnHandle};
 use warren_broker::message::{Address, Message};
-use warren_broker::queue::{Consumer, Credit, Enqueued, Queue, QueueArgs};
+use warren_broker::queue::{Consumer, Credit, Enqueued, Got, Queue, QueueArgs};
 use warren_codec::ContentHeader;
 
 const BODY_LEN: usize = 256;
@@ -54,9 +54,12 @@ fn without_consumers(c: &mut Criterion) {
     group.throughput(Throughput::Elements(1));
     group.bench_function("publish_get_ack", |b| {
         let q = queue();
+        let (conn, _inbox) = ConnHandle::new(1);
         b.iter(|| {
             assert_eq!(q.publish(msg.clone()), Enqueued::Accepted);
-            let (m, _) = q.get(false).expect("a message");
+            let Got::Message(m, _) = q.get(false, &conn, 1) else {
+                panic!("a message");
+            };
             q.ack(std::slice::from_ref(&m));
             black_box(m);
         })
@@ -67,11 +70,12 @@ fn without_consumers(c: &mut Criterion) {
     group.throughput(Throughput::Elements(BACKLOG as u64));
     group.bench_function("publish_1000_then_get_ack_1000", |b| {
         let q = queue();
+        let (conn, _inbox) = ConnHandle::new(1);
         b.iter(|| {
             for _ in 0..BACKLOG {
                 q.publish(msg.clone());
             }
-            while let Some((m, _)) = q.get(false) {
+            while let Got::Message(m, _) = q.get(false, &conn, 1) {
                 q.ack(std::slice::from_ref(&m));
                 black_box(m);
             }

@@ -39,6 +39,7 @@ pub fn spawn_monitor(broker: &Arc<Broker>, period: Duration) {
             tick.tick().await;
             let Some(broker) = weak.upgrade() else { return };
             if let Some(rss) = resident_memory() {
+                crate::queue::set_memory_short(rss > limit / 2);
                 broker.set_memory_alarm(rss > limit);
             }
         }

@@ -375,10 +375,9 @@ impl VHost {
                 )));
             }
         }
-        let stored = match self.persist.get() {
-            Some(p) if d.durable && !d.exclusive => Some((p.clone(), p.new_queue_id())),
-            _ => None,
-        };
+        // Every queue gets a place in the store: durable queues for their
+        // records, all queues for transient messages paged out of memory.
+        let stored = self.persist.get().map(|p| (p.clone(), p.new_queue_id()));
         let q = Arc::new(Queue::new(
             d.name.clone(),
             self.name.clone(),
@@ -390,13 +389,15 @@ impl VHost {
             Arc::downgrade(self),
         ));
         if let Some((p, id)) = &stored {
-            p.put(&MetaRecord::Queue {
-                vhost: self.name.clone(),
-                name: d.name.clone(),
-                id: *id,
-                auto_delete: d.auto_delete,
-                arguments: d.arguments.clone(),
-            });
+            if q.durable {
+                p.put(&MetaRecord::Queue {
+                    vhost: self.name.clone(),
+                    name: d.name.clone(),
+                    id: *id,
+                    auto_delete: d.auto_delete,
+                    arguments: d.arguments.clone(),
+                });
+            }
             q.attach_store(p.store.clone(), *id);
         }
         self.queues.insert(d.name.clone(), q.clone());
@@ -487,13 +488,15 @@ impl VHost {
     fn remove_queue_locked(&self, q: &Arc<Queue>) -> u32 {
         self.queues.remove(&q.name);
         if let (Some(p), Some(id)) = (self.persist.get(), q.store_id()) {
-            p.delete(&MetaRecord::Queue {
-                vhost: self.name.clone(),
-                name: q.name.clone(),
-                id,
-                auto_delete: q.auto_delete,
-                arguments: FieldTable::default(),
-            });
+            if q.durable {
+                p.delete(&MetaRecord::Queue {
+                    vhost: self.name.clone(),
+                    name: q.name.clone(),
+                    id,
+                    auto_delete: q.auto_delete,
+                    arguments: FieldTable::default(),
+                });
+            }
             p.store.submit(warren_store::Op::DelQueue { queue: id });
         }
         self.unbind_destination_locked(&Dest::Queue(q.name.as_str().into()));
@@ -640,7 +643,9 @@ impl VHost {
         args: &FieldTable,
     ) -> Option<MetaRecord> {
         let dest_durable = match dest {
-            Dest::Queue(q) => self.queue(q).is_some_and(|q| q.store_id().is_some()),
+            Dest::Queue(q) => self
+                .queue(q)
+                .is_some_and(|q| q.durable && q.store_id().is_some()),
             Dest::Exchange(x) => self.exchange(x).is_some_and(|x| x.durable),
         };
         (source.durable && dest_durable)

@@ -42,6 +42,16 @@ pub enum Op {
         queue: u64,
         seq: u64,
     },
+    /// A transient message paged out of memory (wiped at start-up).
+    SpillMessage {
+        queue: u64,
+        seq: u64,
+        message: Arc<dyn Persistable>,
+    },
+    DelSpilled {
+        queue: u64,
+        seq: u64,
+    },
     /// Drop every message of a queue (queue deleted).
     DelQueue {
         queue: u64,
@@ -117,10 +127,11 @@ impl Recovery {
 
     /// Start the storage thread.
     pub fn start(mut self) -> Result<Store, StoreError> {
-        self.kv.apply(&[KvOp::Put(
-            layout::VERSION_KEY.to_vec(),
-            layout::VERSION.to_vec(),
-        )])?;
+        // Spilled transient messages belong to the previous run.
+        self.kv.apply(&[
+            KvOp::Put(layout::VERSION_KEY.to_vec(), layout::VERSION.to_vec()),
+            KvOp::DelPrefix(vec![layout::SPILLED]),
+        ])?;
         let engine_name = self.kv.name();
         let (tx, rx) = mpsc::channel();
         let failed = Arc::new(AtomicBool::new(false));
@@ -294,10 +305,10 @@ fn run(mut kv: Box<dyn Kv>, rx: Receiver<Request>, failed: Arc<AtomicBool>) {
             let records = seqs
                 .into_iter()
                 .map(|seq| {
-                    let r = kv
-                        .get(&layout::message_key(queue, seq))
-                        .ok()
-                        .flatten()
+                    // A message is in one of two places: durable or spilled.
+                    let get = |key: Vec<u8>| kv.get(&key).ok().flatten();
+                    let r = get(layout::message_key(queue, seq))
+                        .or_else(|| get(layout::spilled_key(queue, seq)))
                         .and_then(|v| layout::decode_record(&bytes::Bytes::from(v)));
                     (seq, r)
                 })
@@ -330,9 +341,20 @@ fn translate(
             batch.push(KvOp::Put(layout::message_key(queue, seq), scratch.clone()));
         }
         Op::DelMessage { queue, seq } => batch.push(KvOp::Del(layout::message_key(queue, seq))),
+        Op::SpillMessage {
+            queue,
+            seq,
+            message,
+        } => {
+            scratch.clear();
+            message.encode(scratch);
+            batch.push(KvOp::Put(layout::spilled_key(queue, seq), scratch.clone()));
+        }
+        Op::DelSpilled { queue, seq } => batch.push(KvOp::Del(layout::spilled_key(queue, seq))),
         Op::DelQueue { queue } => {
             delivered.remove(&queue);
             batch.push(KvOp::DelPrefix(layout::queue_prefix(queue)));
+            batch.push(KvOp::DelPrefix(layout::spilled_prefix(queue)));
             batch.push(KvOp::Del(layout::delivered_key(queue)));
         }
         Op::Delivered { queue, upto } => {

@@ -6,6 +6,7 @@
 //! | `M` + metadata key (chosen by the broker) | metadata record (opaque here) |
 //! | `m` + queue id (u64 BE) + seq (u64 BE) | a message ([`MessageRecord`]) |
 //! | `d` + queue id (u64 BE) | highest seq delivered to a consumer (u64 BE) |
+//! | `s` + queue id (u64 BE) + seq (u64 BE) | a transient message paged out of memory ([`MessageRecord`]); wiped at start-up |
 //!
 //! Big-endian ids keep a queue's messages adjacent and in order, so recovery
 //! is one prefix scan per queue.
@@ -22,6 +23,7 @@ pub const VERSION: &[u8] = b"1";
 pub const META: u8 = b'M';
 pub const MESSAGE: u8 = b'm';
 pub const DELIVERED: u8 = b'd';
+pub const SPILLED: u8 = b's';
 
 pub fn meta_key(key: &[u8]) -> Vec<u8> {
     let mut k = Vec::with_capacity(1 + key.len());
@@ -35,6 +37,18 @@ pub fn message_key(queue: u64, seq: u64) -> Vec<u8> {
     k.push(MESSAGE);
     k.extend_from_slice(&queue.to_be_bytes());
     k.extend_from_slice(&seq.to_be_bytes());
+    k
+}
+
+pub fn spilled_key(queue: u64, seq: u64) -> Vec<u8> {
+    let mut k = message_key(queue, seq);
+    k[0] = SPILLED;
+    k
+}
+
+pub fn spilled_prefix(queue: u64) -> Vec<u8> {
+    let mut k = queue_prefix(queue);
+    k[0] = SPILLED;
     k
 }
 

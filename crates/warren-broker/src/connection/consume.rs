@@ -1,6 +1,7 @@
 //! basic.qos, consume, cancel, get, ack/nack/reject and recover.
 
 use std::sync::Arc;
+use std::time::Instant;
 
 use amq_protocol::protocol::{basic, AMQPClass};
 use amq_protocol::types::ShortString;
@@ -12,7 +13,7 @@ use super::Connection;
 use crate::access::{Perm, Resource};
 use crate::error::{AmqpError, AmqpResult};
 use crate::names;
-use crate::queue::{Consumer, Credit, Queue, QueuedMessage};
+use crate::queue::{Consumer, Credit, Got, Queue, QueuedMessage};
 
 impl Connection {
     pub(super) fn on_qos(
@@ -140,18 +141,40 @@ impl Connection {
         Ok(())
     }
 
+    /// The queue behind a waiting `basic.get` has its head in memory: run the
+    /// get again (from the top: the queue or the permissions may have changed).
+    pub(super) fn retry_get(&mut self, channel: u16, now: Instant) {
+        match self.waiting_get.take() {
+            Some((id, get)) if id == channel => {
+                let ids = get.ids();
+                if let Err(e) = self.handle_channel_method(id, get, now) {
+                    self.fail(id, e.during(ids), now);
+                }
+            }
+            other => self.waiting_get = other,
+        }
+    }
+
     pub(super) fn on_get(&mut self, id: u16, g: basic::Get) -> AmqpResult<()> {
         let vhost = self.vhost()?;
         let name = self.resolve_queue_name(id, g.queue.as_str())?;
         self.permit(Perm::Read, Resource::Queue, &name)?;
         let queue = vhost.usable_queue(&name, self.id())?;
         let frame_max = self.frame_max;
-        let Some((message, remaining)) = queue.get(g.no_ack) else {
-            self.send_method(
-                id,
-                AMQPClass::Basic(basic::AMQPMethod::GetEmpty(basic::GetEmpty {})),
-            );
-            return Ok(());
+        let (message, remaining) = match queue.get(g.no_ack, &self.handle, id) {
+            Got::Message(m, remaining) => (m, remaining),
+            Got::Empty => {
+                self.send_method(
+                    id,
+                    AMQPClass::Basic(basic::AMQPMethod::GetEmpty(basic::GetEmpty {})),
+                );
+                return Ok(());
+            }
+            Got::Wait => {
+                let get = Method::Other(AMQPClass::Basic(basic::AMQPMethod::Get(g)));
+                self.waiting_get = Some((id, get));
+                return Ok(());
+            }
         };
         let chan = self.channel_mut(id)?;
         let tag = chan.next_delivery_tag;

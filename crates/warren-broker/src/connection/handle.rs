@@ -57,8 +57,10 @@ pub enum ConnEvent {
     },
     /// The group commit behind a tx.commit finished.
     TxCommitted { channel: u16, epoch: u64, ok: bool },
-    /// A queue this connection was paused for (flow control) has caught up.
+    /// What this connection was paused for (flow control) has caught up.
     FlowResume,
+    /// The queue of a waiting `basic.get` read its head from disk: ask again.
+    GetReady { channel: u16 },
     /// The memory alarm was raised (true) or cleared (false).
     MemoryAlarm(bool),
     /// Close the connection (broker shutdown or an operator's request).
@@ -106,6 +108,9 @@ impl ConnHandle {
 
     /// Whether a queue may hand this connection another delivery now.
     pub fn has_room(&self) -> bool {
+        if self.inbox.is_closed() {
+            return false; // the connection is gone
+        }
         let pending =
             self.inbox_bytes.load(Ordering::Relaxed) + self.writer_bytes.load(Ordering::Relaxed);
         if pending < HIGH_WATER {

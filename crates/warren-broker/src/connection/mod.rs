@@ -16,6 +16,7 @@ mod channel;
 mod confirm;
 mod consume;
 mod deliver;
+mod flow;
 pub mod handle;
 mod handshake;
 mod publish;
@@ -103,8 +104,13 @@ pub struct Connection {
     routed: Vec<Arc<Queue>>,
     /// Recent exchange/routing-key pairs, shared by the messages published with them.
     addresses: AddressCache,
-    /// Queues this connection waits on for flow control (reading is paused while > 0).
+    /// Flow-control pauses outstanding (reading is paused while > 0).
     flow_paused: usize,
+    /// A `basic.get` whose queue is reading its head from disk: input stops
+    /// here (later methods must not overtake it) until the queue says to retry.
+    waiting_get: Option<(u16, Method)>,
+    /// Bytes handed to the store since the last flow-control barrier (flow.rs).
+    unsynced_bytes: usize,
 }
 
 impl Connection {
@@ -143,6 +149,8 @@ impl Connection {
             routed: Vec::new(),
             addresses: AddressCache::default(),
             flow_paused: 0,
+            waiting_get: None,
+            unsynced_bytes: 0,
         }
     }
 
@@ -162,6 +170,7 @@ impl Connection {
             && self.handle.writer_backlog() < handle::READ_STOP
             && !self.blocked_by_alarm()
             && self.flow_paused == 0
+            && self.waiting_get.is_none()
     }
 
     /// A publishing connection is not read while the memory alarm is on.
@@ -196,6 +205,9 @@ impl Connection {
     pub fn handle_input(&mut self, buf: &mut BytesMut, now: Instant) {
         self.last_recv = now;
         loop {
+            if self.waiting_get.is_some() {
+                break; // the rest waits in `buf` until the get is answered
+            }
             match self.phase {
                 Phase::Closed => {
                     buf.clear();
@@ -245,6 +257,7 @@ impl Connection {
             }
         }
         self.flush_confirms();
+        self.limit_store_backlog();
     }
 
     fn handle_frame(&mut self, frame: Frame, now: Instant) {
@@ -421,6 +434,7 @@ impl Connection {
             } => self.on_direct_reply(channel, key, message),
             ConnEvent::MemoryAlarm(on) => self.on_memory_alarm(on),
             ConnEvent::FlowResume => self.flow_paused = self.flow_paused.saturating_sub(1),
+            ConnEvent::GetReady { channel } => self.retry_get(channel, now),
             ConnEvent::Persisted {
                 channel,
                 epoch,

@@ -190,9 +190,6 @@ impl Connection {
         let mut routed = false;
         let mut rejected = false;
         for q in &queues {
-            if q.should_pause(&self.handle) {
-                self.flow_paused += 1;
-            }
             match q.publish(message.clone()) {
                 Enqueued::Accepted => routed = true,
                 Enqueued::Rejected => {
@@ -226,6 +223,10 @@ impl Connection {
             );
         }
         let needs_sync = routed && queues.iter().any(|q| q.persists(&message));
+        // Short of memory, transient messages may be paged to the store too.
+        if needs_sync || (routed && crate::queue::memory_short()) {
+            self.note_store_write(message.wire_size());
+        }
         let mut frames = Vec::new();
         let chan = self.channel_mut(id)?;
         if let Some(c) = chan.confirms.as_mut() {

@@ -116,20 +116,29 @@ impl Connection {
         let Some((conn, channel, key)) = decode_name(message.routing_key()) else {
             return false;
         };
-        match self.broker.connection(conn) {
-            Some(handle) => {
-                handle.notify(ConnEvent::DirectReply {
-                    channel,
-                    key,
-                    message: message.clone(),
-                });
-                true
-            }
-            None => false,
+        let Some(handle) = self.broker.connection(conn) else {
+            return false;
+        };
+        // A reply counts against the requester's buffer like a delivery. It
+        // cannot wait in a queue, so past the limit it is dropped (as replies
+        // to a requester that is gone are).
+        if !handle.has_room() {
+            tracing::warn!(
+                conn,
+                "a direct reply-to reply was dropped: the requesting connection is not reading its replies"
+            );
+            return false;
         }
+        let ev = ConnEvent::DirectReply {
+            channel,
+            key,
+            message: message.clone(),
+        };
+        handle.deliver(ev, message.wire_size()).is_ok()
     }
 
     pub(super) fn on_direct_reply(&mut self, channel: u16, key: u64, message: Arc<Message>) {
+        self.handle.delivery_taken(message.wire_size());
         let frame_max = self.frame_max;
         let Some(chan) = self.channels.get_mut(&channel) else {
             return;

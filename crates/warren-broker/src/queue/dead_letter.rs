@@ -12,7 +12,8 @@ use amq_protocol::types::{AMQPValue, FieldArray, FieldTable, LongString, ShortSt
 use bytes::Bytes;
 use warren_codec::ContentHeader;
 
-use super::{Dead, Queue};
+use super::effects::Death;
+use super::Queue;
 use crate::message::{Address, Message};
 
 /// Why a message was dead-lettered (the `reason` in `x-death`).
@@ -34,44 +35,44 @@ impl DeathReason {
 }
 
 impl Queue {
-    /// Messages that left the queue for good without a consumer's ack: forget
-    /// them in the store and republish them to the dead-letter exchange, if the
-    /// queue has one (and it exists, as in RabbitMQ). Call without the lock.
-    pub(super) fn dispose(self: &Arc<Self>, mut dead: Dead) {
-        if dead.is_empty() {
+    /// Republish dead messages to the queue's dead-letter exchange (if it has
+    /// one and it exists, as in RabbitMQ), then forget them here. The targets
+    /// hold a message (their writes are queued to the store ahead of this
+    /// queue's delete) before the source forgets it: at least once. Call
+    /// without the lock.
+    pub(super) fn dead_letter(self: &Arc<Self>, deaths: Vec<Death>) {
+        if deaths.is_empty() {
             return;
         }
-        self.settle(dead.iter().map(|(m, _)| (m.seq, m.persisted())));
-        let Some(dlx) = self.args.dead_letter_exchange.as_deref() else {
-            return;
-        };
-        let Some(vhost) = self.vhost_ref.upgrade() else {
-            return;
-        };
-        let Some(exchange) = vhost.exchange(dlx) else {
-            return;
-        };
-        self.load_dead(&mut dead);
+        let exchange = self.args.dead_letter_exchange.as_deref().and_then(|dlx| {
+            let vhost = self.vhost_ref.upgrade()?;
+            let exchange = vhost.exchange(dlx)?;
+            Some((dlx, vhost, exchange))
+        });
         let routing_key = self.args.dead_letter_routing_key.as_deref();
-        for (ready, reason) in dead {
-            let Ok(queued) = ready.into_queued() else {
-                continue;
-            };
-            let Some(message) =
-                dead_lettered(&queued.message, &self.name, reason, dlx, routing_key)
-            else {
-                continue;
-            };
-            let message = Arc::new(message);
-            let mut targets = Vec::new();
-            vhost.route(&exchange, &message, &mut targets);
-            for q in targets {
-                if reason != DeathReason::Rejected && is_cycle(&message, &q.name) {
-                    tracing::debug!(queue = %q.name, "dead-letter cycle detected; message dropped");
-                    continue;
+        let mut targets = Vec::new();
+        for Death { message, reason } in deaths {
+            if let Some((dlx, vhost, exchange)) = &exchange {
+                match dead_lettered(&message.message, &self.name, reason, dlx, routing_key) {
+                    Some(dead) => {
+                        let dead = Arc::new(dead);
+                        targets.clear();
+                        vhost.route(exchange, &dead, &mut targets);
+                        for q in &targets {
+                            if reason != DeathReason::Rejected && is_cycle(&dead, &q.name) {
+                                tracing::debug!(queue = %q.name, "dead-letter cycle detected; message dropped");
+                                continue;
+                            }
+                            let _ = q.publish(dead.clone());
+                        }
+                    }
+                    None => tracing::warn!(
+                        queue = %self.name,
+                        "a message could not be dead-lettered (its properties could not be re-encoded); it is dropped"
+                    ),
                 }
-                let _ = q.publish(message.clone());
             }
+            self.forget(message.seq, message.stored);
         }
     }
 }

@@ -6,13 +6,12 @@
 //! until the queue is deleted, which wakes it to exit.
 
 use std::sync::Arc;
-use std::time::{Duration, Instant};
 
-use super::{Dead, Queue};
+use super::{Queue, Time};
 
 /// Start the timer task; false when there is no tokio runtime (plain unit tests).
 pub(super) fn spawn(queue: &Arc<Queue>) -> bool {
-    let Ok(runtime) = tokio::runtime::Handle::try_current() else {
+    let Some(runtime) = queue.runtime.clone() else {
         return false;
     };
     let queue = queue.clone();
@@ -21,14 +20,21 @@ pub(super) fn spawn(queue: &Arc<Queue>) -> bool {
             if queue.is_deleted() {
                 return;
             }
-            let next = queue.tick(Instant::now());
+            let tick = queue.run(|st, out| st.machine.tick(Time::now(), out));
+            if tick.expire_queue {
+                tracing::debug!(queue = %queue.name, "queue expired (x-expires)");
+                if let Some(vhost) = queue.vhost_ref.upgrade() {
+                    vhost.drop_queue(&queue);
+                }
+                return;
+            }
             if queue.is_deleted() {
                 return;
             }
-            match next {
+            match tick.next {
                 Some(at) => {
                     tokio::select! {
-                        _ = tokio::time::sleep_until(at.into()) => {}
+                        _ = tokio::time::sleep_until(at.instant().into()) => {}
                         _ = queue.timer.notified() => {}
                     }
                 }
@@ -37,36 +43,4 @@ pub(super) fn spawn(queue: &Arc<Queue>) -> bool {
         }
     });
     true
-}
-
-impl Queue {
-    /// Do the time-based work due at `now`; returns when to look again.
-    fn tick(self: &Arc<Self>, now: Instant) -> Option<Instant> {
-        let mut dead = Dead::new();
-        let (next, expire_queue) = {
-            let mut st = self.state.lock();
-            st.expire_head(now, &mut dead);
-            let head = st.ready.front().and_then(|m| m.expires_at.get());
-            let unused_until = self
-                .args
-                .expires
-                .filter(|_| st.consumers.is_empty())
-                .map(|ms| st.last_used + Duration::from_millis(ms));
-            let expire_queue = unused_until.is_some_and(|t| t <= now);
-            let next = match (head, unused_until) {
-                (Some(a), Some(b)) => Some(a.min(b)),
-                (a, b) => a.or(b),
-            };
-            (next, expire_queue)
-        };
-        self.dispose(dead);
-        if expire_queue {
-            tracing::debug!(queue = %self.name, "queue expired (x-expires)");
-            if let Some(vhost) = self.vhost_ref.upgrade() {
-                vhost.drop_queue(self);
-            }
-            return None;
-        }
-        next
-    }
 }

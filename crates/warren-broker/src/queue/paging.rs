@@ -1,43 +1,91 @@
-//! Paging: a durable queue keeps the bodies of its first few megabytes of
-//! persistent messages in memory; later ones stay on disk (they are already
-//! there) and are read back through the storage thread ahead of the head, so a
-//! backlog of millions of messages costs only their small index entries.
+//! Paging, by bytes, for every queue and every message: a queue keeps the
+//! bodies of its first few megabytes in memory and the rest on disk, read back
+//! ahead of the head, so memory does not grow with the backlog.
 //!
-//! Priority queues are not paged (their order is not the disk order).
+//! - A persistent message of a durable queue is written anyway; past the
+//!   queue's in-memory budget it is *paged*: its body is dropped once its
+//!   write is on disk (never before, so a failed write loses nothing).
+//! - A transient message is paged the same way (written to the store's spill
+//!   space, wiped at start-up) once paging has begun, or when the broker is
+//!   short of memory (`spill`).
+//! - Once anything is on disk, everything after it is paged too until the
+//!   reads catch up, so the in-memory part stays a prefix of the queue.
+//! - A head whose body is on disk is always read, whatever the budget: a
+//!   queue never stalls waiting for memory.
 
 use std::sync::Arc;
-use std::time::Instant;
 
-use warren_codec::ContentHeader;
-use warren_store::MessageRecord;
+use super::consumers::Slot;
+use super::dead_letter::DeathReason;
+use super::effects::{Death, Effects, StorageOp};
+use super::machine::{QueueMachine, Storage};
+use super::ready::{QueuedMessage, Ready, Stored, Time};
+use crate::message::Message;
 
-use super::{Queue, QueueState, Ready};
-use crate::message::{Address, Message};
-
-/// Bodies kept in memory per queue before new persistent messages stay on disk.
+/// Bodies kept in memory per queue before new messages are paged.
 pub const PAGE_BYTES: u64 = 8 * 1024 * 1024;
 /// Most messages read back per page-in.
 const LOAD_BATCH: usize = 2048;
 
-impl Queue {
-    /// Whether a new persistent message of `size` bytes should stay on disk.
-    pub(super) fn should_page(&self, st: &QueueState, size: u32) -> bool {
-        st.max_priority.is_none() && (st.unloaded > 0 || st.loaded_bytes + size as u64 > PAGE_BYTES)
+impl<C: Slot> QueueMachine<C> {
+    /// Whether a new message of `size` body bytes is paged.
+    pub(super) fn should_page(&self, size: u64, persistent: bool, spill: bool) -> bool {
+        if self.storage == Storage::None {
+            return false;
+        }
+        let paging = self.ready.unloaded > 0 || !self.paged.is_empty();
+        let over_budget = self.ready.loaded_bytes + size > PAGE_BYTES;
+        paging || (over_budget && (persistent || spill))
     }
 
-    /// Read the next on-disk bodies when the in-memory part runs low.
-    pub(super) fn maybe_page_in(self: &Arc<Self>, st: &mut QueueState) {
-        if st.loading || st.unloaded == 0 || st.loaded_bytes >= PAGE_BYTES / 2 {
+    /// Ask the store to say when the paged messages' writes are on disk.
+    pub(super) fn sync_paged(&mut self, out: &mut Effects<C>) {
+        if self.syncing {
             return;
         }
-        let Some((store, id)) = self.store.get() else {
+        if let Some(&(upto, _)) = self.paged.back() {
+            self.syncing = true;
+            out.store(StorageOp::Sync { upto });
+        }
+    }
+
+    /// Completion of a [`StorageOp::Sync`]: writes up to `upto` are on disk
+    /// (`ok`), so paged bodies up to there may leave memory. After a failure
+    /// the bodies stay; the next command asks again.
+    pub fn written(&mut self, upto: u64, ok: bool, now: Time, out: &mut Effects<C>) {
+        self.syncing = false;
+        if !ok {
             return;
-        };
+        }
+        while let Some(&(seq, priority)) = self.paged.front() {
+            if seq > upto {
+                break;
+            }
+            self.paged.pop_front();
+            if let Ok(i) = self.ready.position(priority, seq) {
+                if self.ready.get(i).is_some_and(Ready::is_paged) {
+                    self.ready.unload(i);
+                }
+            }
+        }
+        self.dispatch(now, out);
+    }
+
+    /// Read the next bodies from disk when the in-memory part runs low, or
+    /// at once when the head itself is on disk.
+    pub(super) fn page_in(&mut self, out: &mut Effects<C>) {
+        if self.loading || self.ready.unloaded == 0 {
+            return;
+        }
+        let head_on_disk = self.ready.front().is_some_and(|r| !r.is_loaded());
+        if !head_on_disk && self.ready.loaded_bytes >= PAGE_BYTES / 2 {
+            return;
+        }
         let mut seqs = Vec::new();
         let mut bytes = 0u64;
-        for r in st.ready.iter_mut() {
-            if r.message.is_none() && r.flags & Ready::LOADING == 0 {
-                r.flags |= Ready::LOADING;
+        for r in self.ready.iter_mut() {
+            if !r.is_loaded() && !r.is_loading() {
+                r.set_loading(true);
                 seqs.push(r.seq);
                 bytes += r.size as u64;
                 if seqs.len() >= LOAD_BATCH || bytes >= PAGE_BYTES / 2 {
@@ -45,167 +93,115 @@ impl Queue {
                 }
             }
         }
-        if seqs.is_empty() {
-            return;
-        }
-        st.loading = true;
-        let queue = Arc::downgrade(self);
-        store.read(*id, seqs, move |records| {
-            if let Some(q) = queue.upgrade() {
-                q.on_loaded(records);
-            }
-        });
-    }
-
-    /// Bodies read back from the store (runs on the storage thread).
-    fn on_loaded(self: &Arc<Self>, records: Vec<(u64, Option<MessageRecord>)>) {
-        let mut dead = Vec::new();
-        {
-            let mut st = self.state.lock();
-            st.loading = false;
-            for (seq, record) in records {
-                self.fill(&mut st, seq, record);
-            }
-            self.dispatch(&mut st, &mut dead);
-        }
-        self.dispose(dead);
-    }
-
-    /// Put a body read from disk into its ready entry (if it is still waiting).
-    fn fill(&self, st: &mut QueueState, seq: u64, record: Option<MessageRecord>) {
-        let Ok(i) = st.ready.binary_search_by_key(&seq, |r| r.seq) else {
-            return; // gone meanwhile (purged, expired)
-        };
-        if st.ready[i].is_loaded() {
-            return;
-        }
-        let last = &mut st.last_address;
-        match record.and_then(|r| message_from_record(r, last).ok()) {
-            Some(m) => {
-                let size = st.ready[i].size as u64;
-                st.ready[i].message = Some(Arc::new(m));
-                st.ready[i].flags &= !Ready::LOADING;
-                st.unloaded -= 1;
-                st.loaded_bytes += size;
-            }
-            None => {
-                // Cannot happen unless the disk lost it: say so, and drop the entry
-                // rather than wedge the queue.
-                tracing::error!(queue = %self.name, seq, "a paged-out message could not be read back from the store");
-                let _ = st.remove(i);
-            }
+        if !seqs.is_empty() {
+            self.loading = true;
+            out.store(StorageOp::Read {
+                seqs,
+                page_in: true,
+            });
         }
     }
 
-    /// Read one on-disk message now, waiting for it (basic.get on a paged head).
-    pub(super) fn load_now(&self, seq: u64) {
-        let Some((store, id)) = self.store.get() else {
-            return;
-        };
-        let (tx, rx) = std::sync::mpsc::channel();
-        store.read(*id, vec![seq], move |records| {
-            let _ = tx.send(records);
-        });
-        let records = block_on_store(|| rx.recv().ok()).unwrap_or_default();
-        let mut st = self.state.lock();
-        for (seq, record) in records {
-            self.fill(&mut st, seq, record);
+    /// Completion of a [`StorageOp::Read`]: bodies read back (`None`: the
+    /// record could not be read). Page-in reads fill the ready list; reads for
+    /// dead messages send them on to dead-lettering.
+    pub fn loaded(
+        &mut self,
+        records: Vec<(u64, Option<Arc<Message>>)>,
+        page_in: bool,
+        now: Time,
+        out: &mut Effects<C>,
+    ) {
+        for (seq, message) in records {
+            if let Some(i) = self.dying.iter().position(|(r, _)| r.seq == seq) {
+                let (r, reason) = self.dying.swap_remove(i);
+                self.dead_loaded(r, reason, message, out);
+                continue;
+            }
+            let Some(i) = self.find(seq) else {
+                continue; // gone meanwhile (purged, expired, deleted)
+            };
+            match message {
+                Some(m) => self.ready.fill(i, m),
+                None => {
+                    // The disk lost it: say so and count it rather than wedge the queue.
+                    self.unreadable += 1;
+                    tracing::error!(
+                        seq,
+                        "a paged-out message could not be read back from the store; it is dropped"
+                    );
+                    if let Some(r) = self.ready.remove(i) {
+                        out.forget(r.seq, r.stored());
+                    }
+                }
+            }
         }
+        if page_in {
+            self.loading = false;
+        }
+        out.wake_getters = true;
+        self.dispatch(now, out);
     }
 
-    /// Load the bodies of dead messages that are still on disk (dead-lettering needs them).
-    pub(super) fn load_dead(&self, entries: &mut [(Ready, super::DeathReason)]) {
-        let Some((store, id)) = self.store.get() else {
+    fn dead_loaded(
+        &mut self,
+        mut r: Ready,
+        reason: DeathReason,
+        message: Option<Arc<Message>>,
+        out: &mut Effects<C>,
+    ) {
+        let Some(m) = message else {
+            self.unreadable += 1;
+            tracing::error!(
+                seq = r.seq,
+                "a message due for dead-lettering could not be read back from the store; it is dropped"
+            );
+            out.forget(r.seq, r.stored());
             return;
         };
-        let seqs: Vec<u64> = entries
-            .iter()
-            .filter(|(r, _)| !r.is_loaded())
-            .map(|(r, _)| r.seq)
-            .collect();
-        if seqs.is_empty() {
-            return;
-        }
-        let (tx, rx) = std::sync::mpsc::channel();
-        store.read(*id, seqs, move |records| {
-            let _ = tx.send(records);
-        });
-        let records = block_on_store(|| rx.recv().ok()).unwrap_or_default();
-        for (seq, record) in records {
-            if let (Some(entry), Some(m)) = (
-                entries.iter_mut().find(|(r, _)| r.seq == seq),
-                record.and_then(|r| message_from_record(r, &mut None).ok()),
-            ) {
-                entry.0.message = Some(Arc::new(m));
-            }
+        r.message = Some(m);
+        if let Ok(message) = r.into_queued() {
+            out.deaths.push(Death { message, reason });
         }
     }
 
-    /// Restore a message read back from the store at start-up: in memory while
-    /// the queue's budget lasts, otherwise only its index entry.
-    pub fn restore(
-        &self,
-        seq: u64,
-        record: MessageRecord,
-        redelivered: bool,
-    ) -> Result<(), String> {
-        let mut st = self.state.lock();
-        let message = message_from_record(record, &mut st.last_address).map_err(|_| {
-            format!(
-                "stored message {seq} of queue '{}' has a malformed content header",
-                self.name
-            )
-        })?;
-        let expires_at = self.expiry_of(&message, Instant::now());
-        st.next_seq = st.next_seq.max(seq + 1);
+    /// The ready-list index of message `seq`, wherever its priority put it.
+    fn find(&self, seq: u64) -> Option<usize> {
+        if let Ok(i) = self.ready.position(0, seq) {
+            if self.ready.get(i).is_some_and(|r| r.seq == seq) {
+                return Some(i);
+            }
+        }
+        self.ready.iter().position(|r| r.seq == seq)
+    }
+
+    /// Restore a message read from the store at start-up: in memory while the
+    /// queue's budget lasts, otherwise only its index entry.
+    pub fn restore(&mut self, seq: u64, message: Arc<Message>, redelivered: bool, now: Time) {
+        // The TTL starts again at recovery: records do not keep the deadline.
+        let expires_at = self.expiry_of(&message, now);
+        self.next_seq = self.next_seq.max(seq + 1);
         if redelivered {
-            st.mark_durable = st.mark_durable.max(seq + 1);
-            st.delivered_max = Some(st.delivered_max.map_or(seq, |m| m.max(seq)));
+            self.mark_durable = self.mark_durable.max(seq + 1);
+            self.delivered_max = Some(self.delivered_max.map_or(seq, |m| m.max(seq)));
         }
-        let priority = st.priority_of(&message);
-        let size = message.content.body().len() as u32;
-        let message = if self.should_page(&st, size) {
-            None
-        } else {
-            Some(Arc::new(message))
-        };
-        st.push_back(Ready::new(
-            seq,
-            message,
-            size,
-            expires_at,
-            redelivered,
-            true,
+        let size = message.content.body().len() as u64;
+        let on_disk = self.should_page(size, true, false);
+        let priority = self.priority_of(&message);
+        let r = Ready::new(
+            QueuedMessage {
+                seq,
+                message,
+                redelivered,
+                expires_at,
+                stored: Stored::Durable,
+            },
             priority,
-        ));
-        Ok(())
-    }
-}
-
-/// A message read back from the store. Consecutive messages with the same
-/// address share it (`last`), as they did before they were written.
-fn message_from_record(r: MessageRecord, last: &mut Option<Arc<Address>>) -> Result<Message, ()> {
-    let header = ContentHeader::parse(r.header).map_err(|_| ())?;
-    let address = match last {
-        Some(a) if a.exchange == r.exchange && a.routing_key == r.routing_key && a.cc == r.cc => {
-            a.clone()
+        );
+        if on_disk {
+            self.ready.push_unloaded(r);
+        } else {
+            self.ready.push(r);
         }
-        _ => {
-            let a = Address::new(r.exchange, r.routing_key, r.cc);
-            *last = Some(a.clone());
-            a
-        }
-    };
-    Ok(Message::new(address, header, r.body))
-}
-
-/// Wait for the storage thread without stalling the other tasks of this tokio
-/// worker (they move to another worker meanwhile).
-pub(super) fn block_on_store<T>(f: impl FnOnce() -> T) -> T {
-    match tokio::runtime::Handle::try_current() {
-        Ok(h) if h.runtime_flavor() == tokio::runtime::RuntimeFlavor::MultiThread => {
-            tokio::task::block_in_place(f)
-        }
-        _ => f(),
     }
 }

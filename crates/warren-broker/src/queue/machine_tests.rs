@@ -1,0 +1,580 @@
+//! The queue machine without sockets, threads or a real store: a simulated
+//! store answers its storage requests in order, and a virtual clock drives
+//! TTL. A "crash" keeps only what the simulated store made durable.
+
+use std::cell::Cell;
+use std::collections::{BTreeMap, VecDeque};
+use std::rc::Rc;
+use std::sync::Arc;
+
+use bytes::{BufMut, Bytes, BytesMut};
+use warren_codec::ContentHeader;
+
+use super::args::QueueArgs;
+use super::consumers::Slot;
+use super::effects::{Effects, StorageOp};
+use super::machine::{Enqueued, Got, QueueMachine, Storage};
+use super::marks::MARK_AHEAD;
+use super::paging::PAGE_BYTES;
+use super::ready::{QueuedMessage, Stored, Time};
+use crate::message::{Address, Message};
+
+/// A consumer with a prefetch window.
+#[derive(Debug, Clone)]
+struct TestConsumer {
+    room: Rc<Cell<u32>>,
+    no_ack: bool,
+    priority: i32,
+}
+
+impl TestConsumer {
+    fn new(prefetch: u32) -> TestConsumer {
+        TestConsumer {
+            room: Rc::new(Cell::new(prefetch)),
+            no_ack: false,
+            priority: 0,
+        }
+    }
+}
+
+impl Slot for TestConsumer {
+    fn try_reserve(&self) -> bool {
+        let r = self.room.get();
+        if r == 0 {
+            return false;
+        }
+        self.room.set(r - 1);
+        true
+    }
+    fn unreserve(&self) {
+        self.room.set(self.room.get() + 1);
+    }
+    fn priority(&self) -> i32 {
+        self.priority
+    }
+    fn no_ack(&self) -> bool {
+        self.no_ack
+    }
+    fn exclusive(&self) -> bool {
+        false
+    }
+}
+
+/// A 1-KiB-body message whose body starts with its index.
+fn message(i: u64, persistent: bool, priority: Option<u8>) -> Arc<Message> {
+    let mut raw = BytesMut::new();
+    raw.put_u16(60);
+    raw.put_u16(0);
+    raw.put_u64(1024);
+    let mut flags = 1 << 12; // delivery mode
+    if priority.is_some() {
+        flags |= 1 << 11;
+    }
+    raw.put_u16(flags);
+    raw.put_u8(if persistent { 2 } else { 1 });
+    if let Some(p) = priority {
+        raw.put_u8(p);
+    }
+    let mut body = vec![0u8; 1024];
+    body[..8].copy_from_slice(&i.to_be_bytes());
+    Arc::new(Message::new(
+        Address::new(String::new(), "q".into(), Vec::new()),
+        ContentHeader::parse(raw.freeze()).expect("a valid header"),
+        Bytes::from(body),
+    ))
+}
+
+fn index(m: &QueuedMessage) -> u64 {
+    let b = m.message.content.body();
+    u64::from_be_bytes(b[..8].try_into().expect("8 bytes"))
+}
+
+/// The simulated store: records, a durable delivery mark, and requests waiting
+/// to be served in order.
+#[derive(Default)]
+struct SimStore {
+    records: BTreeMap<u64, Arc<Message>>,
+    spilled: BTreeMap<u64, Arc<Message>>,
+    mark: Option<u64>,
+    queue: VecDeque<StorageOp>,
+    /// The next syncs fail (a full disk).
+    failing: bool,
+}
+
+/// A machine, its store, a clock and what its effects delivered.
+struct Sim {
+    m: QueueMachine<TestConsumer>,
+    store: SimStore,
+    now: Time,
+    delivered: Vec<QueuedMessage>,
+    dead: Vec<QueuedMessage>,
+    /// Indexes of the messages acked, in order.
+    acked_log: Vec<u64>,
+}
+
+impl Sim {
+    fn new(args: QueueArgs, storage: Storage) -> Sim {
+        let now = Time(1_000_000_000);
+        Sim {
+            m: QueueMachine::new(args, storage, false, now),
+            store: SimStore::default(),
+            now,
+            delivered: Vec::new(),
+            dead: Vec::new(),
+            acked_log: Vec::new(),
+        }
+    }
+
+    /// Take a command's effects: storage requests wait for `serve`.
+    fn take(&mut self, out: Effects<TestConsumer>) {
+        self.store.queue.extend(out.storage);
+        self.delivered
+            .extend(out.deliveries.into_iter().map(|d| d.message));
+        for d in out.deaths {
+            // At least once: the source record is forgotten only now.
+            self.forget(d.message.seq, d.message.stored);
+            self.dead.push(d.message);
+        }
+    }
+
+    fn forget(&mut self, seq: u64, stored: Stored) {
+        match stored {
+            Stored::Durable => self.store.records.remove(&seq),
+            Stored::Spilled => self.store.spilled.remove(&seq),
+            Stored::No => None,
+        };
+    }
+
+    fn publish(&mut self, msg: Arc<Message>, spill: bool) -> Enqueued {
+        let mut out = Effects::default();
+        let r = self.m.publish(msg, self.now, spill, &mut out);
+        self.take(out);
+        r
+    }
+
+    /// Serve every storage request, including those their completions cause.
+    fn serve(&mut self) {
+        while let Some(op) = self.store.queue.pop_front() {
+            let mut out = Effects::default();
+            match op {
+                StorageOp::Write {
+                    seq,
+                    message,
+                    stored,
+                } => {
+                    match stored {
+                        Stored::Durable => self.store.records.insert(seq, message),
+                        Stored::Spilled => self.store.spilled.insert(seq, message),
+                        Stored::No => None,
+                    };
+                }
+                StorageOp::Forget { seq, stored } => self.forget(seq, stored),
+                StorageOp::Read { seqs, page_in } => {
+                    let records = seqs
+                        .into_iter()
+                        .map(|s| {
+                            let r = self.store.records.get(&s).or(self.store.spilled.get(&s));
+                            (s, r.cloned())
+                        })
+                        .collect();
+                    self.m.loaded(records, page_in, self.now, &mut out);
+                }
+                StorageOp::Sync { upto } => {
+                    let ok = !self.store.failing;
+                    self.m.written(upto, ok, self.now, &mut out);
+                }
+                StorageOp::Mark { upto } => {
+                    self.store.mark = Some(self.store.mark.map_or(upto, |m| m.max(upto)));
+                    self.m.marked(upto, true, self.now, &mut out);
+                }
+            }
+            self.take(out);
+        }
+    }
+
+    fn consume(&mut self, c: TestConsumer) {
+        let mut out = Effects::default();
+        self.m
+            .add_consumer(c, self.now, &mut out)
+            .expect("consumer added");
+        self.take(out);
+    }
+
+    /// Ack everything delivered so far, give the credit back, and serve.
+    fn ack_all(&mut self, c: &TestConsumer) {
+        let acked = std::mem::take(&mut self.delivered);
+        let mut out = Effects::default();
+        self.m.ack(&acked, &mut out);
+        c.room.set(c.room.get() + acked.len() as u32);
+        self.m.kick(self.now, &mut out);
+        self.take(out);
+        self.serve();
+        self.acked_log.extend(acked.iter().map(index));
+    }
+
+    fn tick(&mut self, ms: u64) {
+        self.now = self.now.after_ms(ms);
+        let mut out = Effects::default();
+        self.m.tick(self.now, &mut out);
+        self.take(out);
+    }
+
+    /// Restart after a crash: a new machine restored from what is on disk.
+    fn crash_and_restore(&mut self, args: QueueArgs) {
+        let mut m = QueueMachine::new(args, Storage::Durable, false, self.now);
+        let mark = self.store.mark;
+        for (seq, msg) in &self.store.records {
+            m.restore(*seq, msg.clone(), mark.is_some_and(|u| *seq <= u), self.now);
+        }
+        self.store.spilled.clear();
+        self.store.queue.clear();
+        self.m = m;
+    }
+}
+
+fn durable() -> (QueueArgs, Storage) {
+    (QueueArgs::default(), Storage::Durable)
+}
+
+#[test]
+fn a_mixed_backlog_past_the_window_is_delivered_in_order() {
+    // Issue 10, symptom 1: persistent messages past the in-memory window, then
+    // transient ones; a consumer with prefetch 500 must get every one.
+    let (args, storage) = durable();
+    let mut sim = Sim::new(args, storage);
+    let persistent = 24 * 1024; // 24 MiB of 1 KiB bodies
+    let transient = 6 * 1024;
+    for i in 0..persistent + transient {
+        assert_eq!(
+            sim.publish(message(i, i < persistent, None), false),
+            Enqueued::Accepted
+        );
+        sim.serve();
+        assert!(
+            sim.m.ready.loaded_bytes <= PAGE_BYTES + 1024,
+            "memory stays bounded"
+        );
+    }
+    let c = TestConsumer::new(500);
+    sim.consume(c.clone());
+    sim.serve();
+    let mut rounds = 0;
+    while !sim.delivered.is_empty() {
+        sim.ack_all(&c);
+        rounds += 1;
+        assert!(rounds < 10_000, "no progress");
+    }
+    assert_eq!(sim.acked_log.len() as u64, persistent + transient);
+    assert!(
+        sim.acked_log.windows(2).all(|w| w[0] + 1 == w[1]),
+        "in order"
+    );
+    assert_eq!(sim.m.message_count(), 0);
+    assert!(sim.store.records.is_empty() && sim.store.spilled.is_empty());
+}
+
+#[test]
+fn a_transient_backlog_pages_when_memory_is_short() {
+    let mut sim = Sim::new(QueueArgs::default(), Storage::Spill);
+    let n = 12 * 1024;
+    for i in 0..n {
+        sim.publish(message(i, false, None), true);
+        sim.serve();
+    }
+    assert!(
+        sim.m.ready.loaded_bytes <= PAGE_BYTES,
+        "bodies past the window left memory"
+    );
+    assert!(
+        !sim.store.spilled.is_empty(),
+        "the rest went to the spill space"
+    );
+    let c = TestConsumer::new(100);
+    sim.consume(c.clone());
+    sim.serve();
+    while !sim.delivered.is_empty() {
+        sim.ack_all(&c);
+    }
+    assert_eq!(sim.acked_log, (0..n).collect::<Vec<_>>());
+    assert!(sim.store.spilled.is_empty(), "acked spills are forgotten");
+}
+
+#[test]
+fn without_memory_pressure_a_transient_backlog_stays_in_memory() {
+    let mut sim = Sim::new(QueueArgs::default(), Storage::Spill);
+    for i in 0..12 * 1024 {
+        sim.publish(message(i, false, None), false);
+    }
+    sim.serve();
+    assert!(sim.store.spilled.is_empty());
+    assert_eq!(sim.m.ready.unloaded, 0);
+}
+
+#[test]
+fn a_paged_body_stays_in_memory_until_its_write_is_on_disk() {
+    let (args, storage) = durable();
+    let mut sim = Sim::new(args, storage);
+    sim.store.failing = true;
+    let n = 10 * 1024;
+    for i in 0..n {
+        sim.publish(message(i, true, None), false);
+    }
+    sim.serve();
+    assert_eq!(sim.m.ready.unloaded, 0, "a failed sync drops no body");
+    sim.store.failing = false;
+    sim.publish(message(n, true, None), false);
+    sim.serve();
+    assert!(
+        sim.m.ready.unloaded > 0,
+        "once the disk works, bodies page out"
+    );
+}
+
+#[test]
+fn get_on_a_paged_head_waits_for_the_read() {
+    let mut sim = Sim::new(QueueArgs::default(), Storage::Spill);
+    let n = 10 * 1024;
+    for i in 0..n {
+        sim.publish(message(i, false, None), true);
+    }
+    sim.serve();
+    // The store answers only when a get has to wait, so the head does reach
+    // the part of the queue that is only on disk.
+    let (mut got, mut waits_on_disk) = (Vec::new(), 0);
+    loop {
+        let head_on_disk = sim.m.ready.front().is_some_and(|r| !r.is_loaded());
+        let mut out = Effects::default();
+        let g = sim.m.get(true, sim.now, &mut out);
+        sim.take(out);
+        match g {
+            Got::Message(m, _) => got.push(index(&m)),
+            Got::Wait => {
+                waits_on_disk += usize::from(head_on_disk);
+                sim.serve();
+            }
+            Got::Empty => break,
+        }
+    }
+    assert!(waits_on_disk > 0, "the head was on disk at least once");
+    assert_eq!(got, (0..n).collect::<Vec<_>>());
+}
+
+#[test]
+fn ttl_and_dead_lettering_after_a_restart_lose_nothing() {
+    // Issue 10, symptom 2: 12,000 persistent messages with a TTL and a DLX,
+    // restored after a restart (most only on disk), expire while a slow
+    // consumer takes some: every one is consumed or dead-lettered.
+    let args = QueueArgs {
+        message_ttl: Some(1_000),
+        dead_letter_exchange: Some("dlx".into()),
+        ..QueueArgs::default()
+    };
+    let mut sim = Sim::new(args.clone(), Storage::Durable);
+    let n = 12_000;
+    for i in 0..n {
+        sim.publish(message(i, true, None), false);
+    }
+    sim.serve();
+    sim.crash_and_restore(args);
+    assert!(sim.m.ready.unloaded > 0, "most of the backlog is on disk");
+    let c = TestConsumer::new(10);
+    sim.consume(c.clone());
+    sim.serve();
+    sim.ack_all(&c);
+    sim.tick(2_000);
+    sim.serve();
+    sim.ack_all(&c);
+    let mut seen: Vec<u64> = sim.acked_log.clone();
+    seen.extend(sim.dead.iter().map(index));
+    seen.sort_unstable();
+    seen.dedup();
+    assert_eq!(
+        seen.len() as u64,
+        n,
+        "consumed + dead-lettered covers every message"
+    );
+    assert_eq!(sim.m.message_count(), 0);
+    assert_eq!(sim.m.unreadable, 0);
+    assert!(
+        sim.store.records.is_empty(),
+        "sources forgotten after dead-lettering"
+    );
+}
+
+#[test]
+fn expiry_without_a_dead_letter_exchange_forgets_the_records() {
+    let args = QueueArgs {
+        message_ttl: Some(10),
+        ..QueueArgs::default()
+    };
+    let mut sim = Sim::new(args, Storage::Durable);
+    for i in 0..100 {
+        sim.publish(message(i, true, None), false);
+    }
+    sim.tick(20);
+    sim.serve();
+    assert_eq!(sim.m.message_count(), 0);
+    assert!(sim.store.records.is_empty());
+    assert!(sim.dead.is_empty());
+}
+
+#[test]
+fn a_priority_backlog_pages_and_keeps_priority_order() {
+    let args = QueueArgs {
+        max_priority: Some(5),
+        ..QueueArgs::default()
+    };
+    let mut sim = Sim::new(args, Storage::Durable);
+    let n = 12 * 1024;
+    let prio = |i: u64| ((i * 7919) % 6) as u8;
+    for i in 0..n {
+        sim.publish(message(i, true, Some(prio(i))), false);
+        sim.serve();
+    }
+    assert!(sim.m.ready.unloaded > 0, "a priority queue pages too");
+    let c = TestConsumer::new(200);
+    sim.consume(c.clone());
+    sim.serve();
+    while !sim.delivered.is_empty() {
+        sim.ack_all(&c);
+    }
+    assert_eq!(sim.acked_log.len() as u64, n);
+    let keys: Vec<(std::cmp::Reverse<u8>, u64)> = sim
+        .acked_log
+        .iter()
+        .map(|&i| (std::cmp::Reverse(prio(i)), i))
+        .collect();
+    assert!(
+        keys.windows(2).all(|w| w[0] < w[1]),
+        "priority, then arrival"
+    );
+}
+
+#[test]
+fn after_a_crash_only_messages_near_the_head_come_back_redelivered() {
+    // Issue 10, symptom 4: 20,000 persistent messages, 10 delivered, crash.
+    let (args, storage) = durable();
+    let mut sim = Sim::new(args.clone(), storage);
+    let n = 20_000;
+    for i in 0..n {
+        sim.publish(message(i, true, None), false);
+    }
+    sim.serve();
+    let c = TestConsumer::new(10);
+    sim.consume(c.clone());
+    sim.serve();
+    assert_eq!(sim.delivered.len(), 10);
+    sim.crash_and_restore(args);
+    let redelivered: Vec<u64> = std::iter::from_fn(|| {
+        let mut out = Effects::default();
+        let got = sim.m.get(true, sim.now, &mut out);
+        sim.take(out);
+        sim.serve();
+        match got {
+            Got::Message(m, _) => Some(Some(m)),
+            Got::Wait => Some(None),
+            Got::Empty => None,
+        }
+    })
+    .flatten()
+    .filter(|m| m.redelivered)
+    .map(|m| index(&m))
+    .collect();
+    assert!(
+        redelivered.len() as u64 >= 10,
+        "the delivered ones are flagged"
+    );
+    assert!(
+        redelivered.len() as u64 <= 10 + MARK_AHEAD,
+        "at most MARK_AHEAD undelivered ones are flagged, got {}",
+        redelivered.len()
+    );
+}
+
+#[test]
+fn round_robin_between_equal_consumers() {
+    let mut sim = Sim::new(QueueArgs::default(), Storage::None);
+    let (a, b) = (TestConsumer::new(100), TestConsumer::new(100));
+    sim.consume(a.clone());
+    sim.consume(b.clone());
+    for i in 0..10 {
+        sim.publish(message(i, false, None), false);
+    }
+    assert_eq!((a.room.get(), b.room.get()), (95, 95));
+}
+
+#[test]
+fn higher_priority_consumer_first_until_full() {
+    let mut sim = Sim::new(QueueArgs::default(), Storage::None);
+    let low = TestConsumer::new(100);
+    let high = TestConsumer {
+        priority: 10,
+        ..TestConsumer::new(3)
+    };
+    sim.consume(low.clone());
+    sim.consume(high.clone());
+    for i in 0..10 {
+        sim.publish(message(i, false, None), false);
+    }
+    assert_eq!((high.room.get(), low.room.get()), (0, 93));
+}
+
+#[test]
+fn only_the_single_active_consumer_receives_until_it_leaves() {
+    let args = QueueArgs {
+        single_active_consumer: true,
+        ..QueueArgs::default()
+    };
+    let mut sim = Sim::new(args, Storage::None);
+    let (a, b) = (TestConsumer::new(100), TestConsumer::new(100));
+    sim.consume(a.clone());
+    sim.consume(b.clone());
+    for i in 0..4 {
+        sim.publish(message(i, false, None), false);
+    }
+    assert_eq!((a.room.get(), b.room.get()), (96, 100));
+    let mut out = Effects::default();
+    let a_room = a.room.clone();
+    sim.m
+        .remove_consumer(|c| Rc::ptr_eq(&c.room, &a_room), sim.now, &mut out);
+    for i in 4..7 {
+        sim.publish(message(i, false, None), false);
+    }
+    assert_eq!(b.room.get(), 97);
+}
+
+#[test]
+fn requeued_messages_keep_their_position() {
+    let mut sim = Sim::new(QueueArgs::default(), Storage::None);
+    for i in 0..3 {
+        sim.publish(message(i, false, None), false);
+    }
+    let mut out = Effects::default();
+    let Got::Message(first, _) = sim.m.get(false, sim.now, &mut out) else {
+        panic!("a message")
+    };
+    let Got::Message(second, _) = sim.m.get(false, sim.now, &mut out) else {
+        panic!("a message")
+    };
+    sim.m.requeue([second, first], sim.now, &mut out);
+    let Got::Message(m, left) = sim.m.get(false, sim.now, &mut out) else {
+        panic!("a message")
+    };
+    assert_eq!((m.seq, m.redelivered, left), (0, true, 2));
+}
+
+#[test]
+fn reject_publish_refuses_past_the_limit_and_forgets_the_record() {
+    let args = QueueArgs {
+        max_length: Some(2),
+        overflow: super::args::Overflow::RejectPublish,
+        ..QueueArgs::default()
+    };
+    let mut sim = Sim::new(args, Storage::Durable);
+    let outcomes: Vec<Enqueued> = (0..3)
+        .map(|i| sim.publish(message(i, true, None), false))
+        .collect();
+    sim.serve();
+    assert_eq!(outcomes[2], Enqueued::Rejected);
+    assert_eq!(sim.store.records.len(), 2);
+}
