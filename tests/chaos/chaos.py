@@ -401,11 +401,12 @@ def consumer(name, queue, args, stop, out_dir, counters, mix, start_at=0.0):
     rejects some (to the DLX), then cancels, sometimes drops its connection,
     and pauses before the next spell.
 
-    mix = (p_requeue, p_reject, p_away): chances per message of nack-requeue
-    and reject-to-DLX, and the fraction of time spent away.  Every delivery is
+    mix = (p_requeue, p_reject, p_away, max_away): chances per message of
+    nack-requeue and reject-to-DLX, the chance of a pause after a spell, and
+    how long that pause may be (seconds).  Every delivery is
     recorded before it is acked, so a kill of the broker between the two only
     causes a duplicate."""
-    p_requeue, p_reject, p_away = mix
+    p_requeue, p_reject, p_away, max_away = mix
     rng = random.Random(f"{args.seed}-con-{name}")
     rec = Recorder(os.path.join(out_dir, f"con-{name}.tsv"))
     stop.wait(start_at)
@@ -441,7 +442,7 @@ def consumer(name, queue, args, stop, out_dir, counters, mix, start_at=0.0):
             else:
                 ch.close()
             if rng.random() < p_away:
-                stop.wait(rng.uniform(1, 8))
+                stop.wait(rng.uniform(1, max_away))
         except CONNECTION_ERRORS as e:
             log.debug("consumer %s: %r", name, e)
             counters.add("con-reconnects")
@@ -599,7 +600,7 @@ def start_workers(args, stop, out_dir, counters):
                   mix, start_at)
     # The dead-letter queue's consumer never rejects (it has no DLX itself).
     spawn("con-dead", consumer, "dead-0", DEAD_QUEUE, args, stop, out_dir, counters,
-          (0.02, 0.0, 0.3))
+          (0.02, 0.0, 0.3, 8))
     return threads
 
 

@@ -58,7 +58,9 @@ def load(out_dir):
 
 def check(out_dir):
     sent, outcome, deliveries, faults, run = load(out_dir)
-    kills = sorted(t for ev, _, t in faults if ev == "kill")
+    # Every moment the broker died: our kills, and crashes (noticed a little
+    # after they happened, which is still after any confirm they could lose).
+    kills = sorted(t for ev, _, t in faults if ev in ("kill", "unexpected-exit"))
     last_kill = kills[-1] if kills else float("-inf")
     frees = [t for ev, _, t in faults if ev == "free"]
 

@@ -8,7 +8,8 @@ BODY_SIZE = 1024  # 1 KiB: tens of MB of backlog are tens of thousands of messag
 DLX = "chaos.dlx"          # fanout exchange every workload queue dead-letters to
 DEAD_QUEUE = "chaos.dead"  # durable, bound to DLX, drained by a consumer
 
-# Consumer mixes are (p_requeue, p_reject_to_dlx, p_away): see chaos.consumer.
+# Consumer mixes are (p_requeue, p_reject_to_dlx, p_away, max_away_secs): see
+# chaos.consumer.
 _DL = {"x-dead-letter-exchange": DLX}
 
 QUEUES = {
@@ -16,35 +17,36 @@ QUEUES = {
     "chaos.plain": {
         "args": lambda a: dict(_DL),
         "weight": 30,
-        "consumers": [(0.05, 0.03, 0.3), (0.0, 0.0, 0.5)],
+        "consumers": [(0.05, 0.03, 0.3, 8), (0.0, 0.0, 0.5, 8)],
     },
     # Priority queue: publishers set a random priority 0..9.
     "chaos.prio": {
         "args": lambda a: dict(_DL, **{"x-max-priority": 10}),
         "weight": 20,
         "priority": True,
-        "consumers": [(0.05, 0.03, 0.3)],
+        "consumers": [(0.05, 0.03, 0.3, 8)],
     },
-    # TTL queue: a consumer that is mostly away, so most messages expire and
+    # TTL queue: a consumer that is mostly away (up to 30 s at a time), so most messages expire and
     # are dead-lettered (reason "expired").
     "chaos.ttl": {
         "args": lambda a: dict(_DL, **{"x-message-ttl": a.ttl_ms}),
         "weight": 20,
-        "consumers": [(0.0, 0.02, 0.8)],
+        "consumers": [(0.0, 0.02, 1.0, 30)],
     },
-    # Max-length, drop-head: dropped heads are dead-lettered (reason "maxlen"),
+    # Max-length, drop-head (its consumer stays away up to 15 s, so the queue
+    # reaches its limit): dropped heads are dead-lettered (reason "maxlen"),
     # so nothing confirmed may vanish.
     "chaos.maxlen.drophead": {
         "args": lambda a: dict(_DL, **{"x-max-length": a.max_length, "x-overflow": "drop-head"}),
         "weight": 15,
-        "consumers": [(0.02, 0.02, 0.7)],
+        "consumers": [(0.02, 0.02, 1.0, 15)],
     },
     # Max-length, reject-publish: publishes over the limit are nacked (and
     # recorded as such); the DLX only catches consumer rejects.
     "chaos.maxlen.reject": {
         "args": lambda a: dict(_DL, **{"x-max-length": a.max_length, "x-overflow": "reject-publish"}),
         "weight": 15,
-        "consumers": [(0.02, 0.02, 0.7)],
+        "consumers": [(0.02, 0.02, 1.0, 15)],
     },
     # Backlog: only the backlog publisher writes here, tens of MiB before its
     # consumer starts (half-way through the run), past the broker's 8 MiB
@@ -52,7 +54,7 @@ QUEUES = {
     "chaos.backlog": {
         "args": lambda a: dict(_DL),
         "weight": 0,
-        "consumers": [(0.01, 0.01, 0.2)],
+        "consumers": [(0.01, 0.01, 0.2, 8)],
     },
 }
 
