@@ -79,7 +79,8 @@ class Broker:
             logf.flush()
             cmd = [self.bin, "--port", str(self.port), "--data-dir", self.data_dir,
                    "--store", self.store, "--no-management"]
-            self.proc = subprocess.Popen(cmd, stdout=logf, stderr=subprocess.STDOUT)
+            env = dict(os.environ, NO_COLOR="1")  # a readable broker.log
+            self.proc = subprocess.Popen(cmd, stdout=logf, stderr=subprocess.STDOUT, env=env)
             logf.close()
             self.faults.record("start", f"epoch={self.epoch} pid={self.proc.pid}")
         if wait_for_port(self.port, timeout, self.proc):
