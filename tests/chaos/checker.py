@@ -74,6 +74,11 @@ def check(out_dir):
     acked_dead = collections.Counter()
     dead_reason = collections.Counter()  # (origin queue, reason) of DLQ copies
     rejected = set()
+    # A second delivery from the same queue of a message already delivered
+    # there should carry redelivered=true (RabbitMQ marks anything it may
+    # have delivered before); count those that don't.
+    delivered_from = set()
+    unflagged_redeliveries = 0
     ghosts, corrupt, misrouted = set(), set(), set()
     for d in deliveries:
         mid = d["id"]
@@ -85,6 +90,9 @@ def check(out_dir):
             corrupt.add(mid)
         if d["action"] == "reject":
             rejected.add(mid)
+        if (mid, d["queue"]) in delivered_from and not d["redelivered"]:
+            unflagged_redeliveries += 1
+        delivered_from.add((mid, d["queue"]))
         if d["action"] != "ack":
             continue
         if d["queue"] == origin:
@@ -144,6 +152,13 @@ def check(out_dir):
         anomalies.append(f"{len(after_free)} publishes nacked more than 5 s after the disk was "
                          "freed (not on the reject-publish queue)")
 
+    nacked_seen = sum(1 for m in nacked if acked_direct[m] or acked_dead[m])
+    if nacked_seen:
+        anomalies.append(f"{nacked_seen} nacked publishes were delivered anyway (the publisher "
+                         "would resend them: duplicates)")
+    if unflagged_redeliveries:
+        anomalies.append(f"{unflagged_redeliveries} repeat deliveries without the redelivered flag")
+
     drain = run.get("drain", {})
     expiry = drain.get("expiry_phase", {})
     wedges = []
@@ -186,9 +201,10 @@ def check(out_dir):
         "sent": len(sent), "confirmed": len(confirmed), "nacked": len(nacked),
         "unknown": len(unknown),
         "unknown_seen": sum(1 for m in unknown if acked_direct[m] or acked_dead[m]),
-        "nacked_seen": sum(1 for m in nacked if acked_direct[m] or acked_dead[m]),
+        "nacked_seen": nacked_seen,
         "delivered": totals["delivered"], "dead_lettered": totals["dead-lettered"],
         "duplicated_ids": totals["duplicated"], "duplicate_deliveries": dup_extra,
+        "unflagged_redeliveries": unflagged_redeliveries,
         "lost_persistent": len(lost_persistent), "lost_transient": len(lost_transient),
         "transient_lost_across_kill": len(excused_transient),
         "rejected_not_seen_in_dlq": len(rejected_never_dead),
