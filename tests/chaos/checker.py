@@ -190,6 +190,10 @@ def check(out_dir):
         failures.append(f"{len(corrupt)} messages arrived with a corrupt body")
     if misrouted:
         failures.append(f"{len(misrouted)} messages consumed from the wrong queue")
+    notes = []
+    if wedges and (lost_persistent or lost_transient):
+        notes.append("the drain did not finish: some LOST messages may be stuck in the "
+                     "broker rather than gone (see the drain depths in run.json)")
     failures += [f"WEDGE: {w}" for w in wedges]
     failures += [f"BROKER: {c}" for c in crashes]
 
@@ -213,7 +217,7 @@ def check(out_dir):
     }
     report = {"summary": summary, "per_queue": {q: dict(c) for q, c in per_queue.items()},
               "dead_reasons": {f"{o}:{r}": n for (o, r), n in dead_reason.items()},
-              "failures": failures, "anomalies": anomalies, "drain": drain,
+              "failures": failures, "anomalies": anomalies, "notes": notes, "drain": drain,
               "lost_sample": sorted(lost_persistent + lost_transient)[:50]}
     report["text"] = render(report)
     with open(os.path.join(out_dir, "report.json"), "w") as f:
@@ -239,6 +243,8 @@ def render(r):
         f"{k}={v}" for k, v in sorted(r["dead_reasons"].items())))
     for a in r["anomalies"]:
         lines.append(f"  anomaly: {a}")
+    for n in r["notes"]:
+        lines.append(f"  note: {n}")
     for f in r["failures"]:
         lines.append(f"  FAIL: {f}")
     if r["lost_sample"]:
