@@ -565,6 +565,9 @@ def parse_args(argv):
                    help="max random pause between publishes (pacing), seconds")
     p.add_argument("--backlog-mb", type=float, default=24,
                    help="confirmed MiB the backlog publisher puts on chaos.backlog")
+    p.add_argument("--weights", type=parse_weights, default={},
+                   help="publish mix, e.g. chaos.ttl=60,chaos.plain=10 (others keep their "
+                        "defaults: plain 30, prio 20, ttl 20, maxlen.* 15)")
     p.add_argument("--ttl-ms", type=int, default=5000)
     p.add_argument("--max-length", type=int, default=500)
     p.add_argument("--expiry-grace", type=float, default=60)
@@ -577,11 +580,22 @@ def parse_args(argv):
     return a
 
 
+def parse_weights(text):
+    """"chaos.ttl=60,chaos.plain=10" -> {"chaos.ttl": 60, "chaos.plain": 10}"""
+    out = {}
+    for item in filter(None, text.split(",")):
+        name, _, w = item.partition("=")
+        if name not in QUEUES or name == "chaos.backlog":
+            raise argparse.ArgumentTypeError(f"not a mixed workload queue: {name}")
+        out[name] = float(w)
+    return out
+
+
 def start_workers(args, stop, out_dir, counters):
     """Publishers spread over the mixed queues, one backlog publisher, and
     come-and-go consumers.  Returns the threads."""
     mixed = [q for q in QUEUES if q != "chaos.backlog"]
-    weights = [QUEUES[q]["weight"] for q in mixed]
+    weights = [args.weights.get(q, QUEUES[q]["weight"]) for q in mixed]
     threads = []
 
     def spawn(name, fn, *fargs):
