@@ -240,7 +240,6 @@ async fn next_or_stall(consumer: &mut Consumer) -> Option<lapin::message::Delive
 /// memory: the rest is paged out) and then ~6 MiB of transient ones; a consumer
 /// must get every one of them, in order.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "issue 10: fails until the queue machine lands"]
 async fn consumer_gets_past_the_in_memory_window() {
     const PERSISTENT: u64 = 24 * 1024;
     const TRANSIENT: u64 = 6 * 1024;
@@ -294,7 +293,6 @@ async fn consumer_gets_past_the_in_memory_window() {
 /// consumer attaches while they expire. Every message must end up either
 /// consumed or in the dead-letter queue, and the broker must keep confirming.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "issue 10: fails until the queue machine lands"]
 async fn ttl_and_dead_lettering_after_restart_lose_nothing() {
     const N: u64 = 12_000;
     const TTL_MS: i32 = 15_000;
@@ -489,7 +487,6 @@ impl Drop for ChildBroker {
 /// redelivered, and only a bounded number of the never-delivered ones
 /// (MARK_AHEAD = 1024 in the queue) marked redelivered too.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "issue 10: fails until the queue machine lands"]
 async fn redelivered_flags_after_kill_9_are_bounded() {
     const N: u64 = 20_000;
     const UNACKED: u64 = 10;
@@ -569,7 +566,6 @@ async fn redelivered_flags_after_kill_9_are_bounded() {
 /// other is waiting for. Every publish must be confirmed and every message
 /// consumed.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "issue 10: fails until the queue machine lands"]
 async fn crossed_publishers_and_consumers_do_not_wedge() {
     // The backlog each queue starts with: above the current pause threshold
     // (FLOW_HIGH, 100,000 messages behind).
@@ -678,7 +674,6 @@ async fn crossed_publishers_and_consumers_do_not_wedge() {
 /// holds for the requester (bytes waiting for its socket) must stay bounded, as
 /// it is for deliveries, instead of growing with every reply.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "issue 10: fails until the queue machine lands"]
 async fn direct_replies_to_a_client_that_does_not_read_are_bounded() {
     use amq_protocol::protocol::{basic, AMQPClass};
     use base64::Engine;
