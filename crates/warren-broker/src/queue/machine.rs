@@ -387,7 +387,7 @@ impl<C: Slot> QueueMachine<C> {
     /// The queue was declared again (it counts as used for `x-expires`).
     pub fn touch(&mut self, now: Time, out: &mut Effects<C>) {
         self.last_used = now;
-        out.wake_timer = true;
+        out.wake_timer = self.args.expires.is_some();
     }
 
     /// Try again to deliver (credit was freed or a connection drained).
@@ -423,7 +423,7 @@ impl<C: Slot> QueueMachine<C> {
             return ConsumerRemoved::NotFound;
         }
         self.last_used = now;
-        out.wake_timer = true;
+        out.wake_timer = self.args.expires.is_some();
         if self.auto_delete
             && self.consumers.is_empty()
             && self.consumers.had_consumer
@@ -459,7 +459,6 @@ impl<C: Slot> QueueMachine<C> {
         self.paged.clear();
         self.dying.clear();
         out.cancelled.extend(self.consumers.drain());
-        out.wake_timer = true;
         out.wake_getters = true;
         n
     }

@@ -352,6 +352,8 @@ impl Queue {
 
     /// Run a storage completion as a queue command on a tokio worker, never
     /// on the storage thread that reports it.
+    /// (Without a runtime — benches and unit tests, which have no store —
+    /// it runs at once.)
     fn complete(self: Arc<Self>, f: impl FnOnce(&Arc<Queue>) + Send + 'static) {
         match self.runtime.clone() {
             Some(rt) => {
@@ -498,7 +500,9 @@ impl Queue {
 
     /// Mark deleted; tell consumers; returns how many ready messages were dropped.
     pub fn mark_deleted(self: &Arc<Self>) -> u32 {
-        self.run(|st, out| st.machine.delete(out))
+        let dropped = self.run(|st, out| st.machine.delete(out));
+        self.timer.notify_one(); // the timer task, if any, ends
+        dropped
     }
 
     /// Records that could not be read back from the store (should stay 0).
