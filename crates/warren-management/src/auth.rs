@@ -27,6 +27,8 @@ pub enum Denied {
     LoginFailed,
     NotManagement,
     NotAdministrator,
+    /// May not enter the vhost the request names (no permissions there).
+    NotInVHost,
 }
 
 impl IntoResponse for Denied {
@@ -45,6 +47,10 @@ impl IntoResponse for Denied {
             Denied::LoginFailed => ("not_authorized", "Login failed"),
             Denied::NotManagement => ("not_authorised", "Not management user"),
             Denied::NotAdministrator => ("not_authorised", "Not administrator user"),
+            Denied::NotInVHost => (
+                "not_authorised",
+                "User not authorised to access virtual host",
+            ),
         };
         error_body(StatusCode::UNAUTHORIZED, error, reason)
     }

@@ -2,9 +2,10 @@
 //! HTTP basic auth), so `rabbitmqadmin`, curl scripts and test harnesses written
 //! for RabbitMQ manage Warren unchanged.
 //!
-//! Covered: overview, whoami, vhosts, users, permissions, and read-only
-//! listings of queues and exchanges. Handlers are thin: the verbs live in
-//! `warren_broker::admin`.
+//! Covered: overview, whoami, vhosts, users, permissions, definitions, and
+//! queues, exchanges and bindings (list, declare, delete, purge, bind), each
+//! visible and changeable only as RabbitMQ 3.10.8 allows the user. Handlers
+//! are thin: the verbs live in `warren_broker::admin` and the vhosts.
 #![forbid(unsafe_code)]
 
 mod auth;
@@ -12,6 +13,7 @@ mod definitions;
 mod json;
 mod routes;
 mod topology;
+mod vhost_access;
 
 use std::sync::Arc;
 

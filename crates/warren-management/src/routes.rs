@@ -18,6 +18,7 @@ use warren_broker::Broker;
 
 use crate::auth::{authorize, Need};
 use crate::json::{self, bad_request, not_found};
+use crate::vhost_access::visible_vhosts;
 
 pub(crate) type Shared = State<Arc<Broker>>;
 pub(crate) type Peer = ConnectInfo<SocketAddr>;
@@ -108,27 +109,30 @@ fn admin_result(r: Result<(), AdminError>) -> Response {
 // ----- overview --------------------------------------------------------------------
 
 async fn overview(State(b): Shared, ConnectInfo(peer): Peer, headers: HeaderMap) -> Response {
-    guarded(&b, &headers, peer, Need::Management, |b| {
-        let vhosts = b.vhosts();
-        let queues: usize = vhosts.iter().map(|v| v.queues().len()).sum();
-        let exchanges: usize = vhosts.iter().map(|v| v.exchanges().len()).sum();
-        let version = &b.config.server_version;
-        Json(json!({
-            "management_version": version,
-            "rabbitmq_version": version,
-            "product_name": b.config.server_product,
-            "product_version": version,
-            "cluster_name": "warren",
-            "node": json::NODE,
-            "warren_version": env!("CARGO_PKG_VERSION"),
-            "object_totals": {
-                "connections": b.connection_count(),
-                "queues": queues,
-                "exchanges": exchanges,
-            },
-        }))
-        .into_response()
-    })
+    let user = match authorize(&b, &headers, peer, Need::Management) {
+        Ok(u) => u,
+        Err(denied) => return denied.into_response(),
+    };
+    // Totals over the vhosts the user may see (every vhost for monitors).
+    let vhosts = visible_vhosts(&b, &user);
+    let queues: usize = vhosts.iter().map(|v| v.queues().len()).sum();
+    let exchanges: usize = vhosts.iter().map(|v| v.exchanges().len()).sum();
+    let version = &b.config.server_version;
+    Json(json!({
+        "management_version": version,
+        "rabbitmq_version": version,
+        "product_name": b.config.server_product,
+        "product_version": version,
+        "cluster_name": "warren",
+        "node": json::NODE,
+        "warren_version": env!("CARGO_PKG_VERSION"),
+        "object_totals": {
+            "connections": b.connection_count(),
+            "queues": queues,
+            "exchanges": exchanges,
+        },
+    }))
+    .into_response()
 }
 
 async fn whoami(State(b): Shared, ConnectInfo(peer): Peer, headers: HeaderMap) -> Response {
@@ -145,11 +149,8 @@ async fn list_vhosts(State(b): Shared, ConnectInfo(peer): Peer, headers: HeaderM
         Ok(u) => u,
         Err(denied) => return denied.into_response(),
     };
-    let admin = user.has_tag("administrator");
-    let list: Vec<Value> = b
-        .vhosts()
+    let list: Vec<Value> = visible_vhosts(&b, &user)
         .iter()
-        .filter(|v| admin || b.access.permission(&v.name, &user.name).is_some())
         .map(|v| json::vhost(v))
         .collect();
     Json(list).into_response()
@@ -161,7 +162,7 @@ async fn get_vhost(
     headers: HeaderMap,
     Path(name): Path<String>,
 ) -> Response {
-    guarded(&b, &headers, peer, Need::Management, |b| {
+    guarded(&b, &headers, peer, Need::Administrator, |b| {
         match b.vhost(&name) {
             Some(v) => Json(json::vhost(&v)).into_response(),
             None => not_found(),

@@ -1,7 +1,8 @@
 //! Queues, exchanges and bindings over HTTP: list, declare, delete, purge,
 //! bind — RabbitMQ's `/api/queues`, `/api/exchanges`, `/api/bindings`.
-//! Declaring or deleting needs configure permission in the vhost, binding
-//! needs write on the destination and read on the source, as over AMQP.
+//! Listings show only the vhosts the user may enter, and any request naming
+//! another is refused (`vhost_access`). Declares, deletes and binds need the
+//! same permissions as over AMQP (`warren_broker::access::required`).
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -14,15 +15,16 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
 use serde_json::Value;
-use warren_broker::access::{Perm, Resource, User};
+use warren_broker::access::{required, Check, Resource, User};
 use warren_broker::definitions::{json_to_table, OPERATOR};
 use warren_broker::exchange::Dest;
 use warren_broker::vhost::{ExchangeDecl, QueueDecl, VHost};
 use warren_broker::Broker;
 
-use crate::auth::{authorize, Denied, Need};
-use crate::json::{self, access_refused, amqp_error, bad_request, not_found};
-use crate::routes::{body_object, guarded, once_durable, Peer, Shared};
+use crate::auth::{authorize, Need};
+use crate::json::{self, access_refused, amqp_error, bad_request, error_body, not_found};
+use crate::routes::{body_object, once_durable, Peer, Shared};
+use crate::vhost_access::{authorize_in_vhost, entered_vhosts};
 
 pub fn routes() -> Router<Arc<Broker>> {
     Router::new()
@@ -54,44 +56,45 @@ pub fn routes() -> Router<Arc<Broker>> {
         )
 }
 
-/// Why a topology request was refused.
-enum Refused {
-    Auth(Denied),
-    Access,
+/// Whether the user's permissions in `vhost` allow every check (no
+/// permissions there allow none: an administrator may look, not change).
+fn permits(b: &Broker, user: &User, vhost: &str, checks: &[Check]) -> bool {
+    b.access
+        .permission(vhost, &user.name)
+        .is_some_and(|p| checks.iter().all(|c| p.permits(c)))
 }
 
-impl IntoResponse for Refused {
-    fn into_response(self) -> Response {
-        match self {
-            Refused::Auth(d) => d.into_response(),
-            Refused::Access => access_refused(),
-        }
-    }
-}
-
-/// The caller, if a management user with every (perm, resource, name) in `vhost`.
-fn permitted(
+/// Run `f` on the vhost if the caller may enter it; 404 if it does not exist.
+fn in_vhost(
     b: &Broker,
     headers: &HeaderMap,
     peer: SocketAddr,
     vhost: &str,
-    checks: &[(Perm, Resource, &str)],
-) -> Result<Arc<User>, Refused> {
-    let user = authorize(b, headers, peer, Need::Management).map_err(Refused::Auth)?;
-    let Some(p) = b.access.permission(vhost, &user.name) else {
-        return Err(Refused::Access);
-    };
-    for (perm, kind, name) in checks {
-        let name = if *kind == Resource::Exchange && name.is_empty() {
-            "amq.default"
-        } else {
-            name
-        };
-        if !p.allows(*perm, name) {
-            return Err(Refused::Access);
-        }
+    f: impl FnOnce(&Arc<User>, &Arc<VHost>) -> Response,
+) -> Response {
+    match authorize_in_vhost(b, headers, peer, vhost) {
+        Ok((user, Some(v))) => f(&user, &v),
+        Ok((_, None)) => not_found(),
+        Err(denied) => denied.into_response(),
     }
-    Ok(user)
+}
+
+/// Run `f` on the vhosts whose contents the caller may list.
+fn in_entered_vhosts(
+    b: &Broker,
+    headers: &HeaderMap,
+    peer: SocketAddr,
+    f: impl FnOnce(&[Arc<VHost>]) -> Response,
+) -> Response {
+    match authorize(b, headers, peer, Need::Management) {
+        Ok(user) => f(&entered_vhosts(b, &user)),
+        Err(denied) => denied.into_response(),
+    }
+}
+
+/// RabbitMQ's reply to a declare in a vhost that does not exist.
+fn vhost_not_found() -> Response {
+    error_body(StatusCode::NOT_FOUND, "not_found", "vhost_not_found")
 }
 
 fn flag(fields: &serde_json::Map<String, Value>, key: &str, default: bool) -> bool {
@@ -104,22 +107,14 @@ fn truthy(q: &HashMap<String, String>, key: &str) -> bool {
 
 // ----- queues ------------------------------------------------------------------------
 
-/// The JSON of every item `items` yields in one vhost (404 if it is missing)
-/// or in all of them, sorted by vhost then as `items` orders them.
-fn listing(b: &Broker, vhost: Option<&str>, items: impl Fn(&VHost) -> Vec<Value>) -> Response {
-    let vhosts = match vhost {
-        Some(name) => match b.vhost(name) {
-            Some(v) => vec![v],
-            None => return not_found(),
-        },
-        None => b.vhosts(),
-    };
+/// The JSON of every item `items` yields in `vhosts`, in vhost order.
+fn listing(vhosts: &[Arc<VHost>], items: impl Fn(&VHost) -> Vec<Value>) -> Response {
     let list: Vec<Value> = vhosts.iter().flat_map(|v| items(v)).collect();
     Json(list).into_response()
 }
 
-fn queues_response(b: &Broker, vhost: Option<&str>) -> Response {
-    listing(b, vhost, |v| {
+fn queues_response(vhosts: &[Arc<VHost>]) -> Response {
+    listing(vhosts, |v| {
         let mut qs = v.queues();
         qs.sort_by(|a, b| a.name.cmp(&b.name));
         qs.iter().map(|q| json::queue(&v.name, q)).collect()
@@ -127,9 +122,7 @@ fn queues_response(b: &Broker, vhost: Option<&str>) -> Response {
 }
 
 async fn list_queues(State(b): Shared, ConnectInfo(peer): Peer, headers: HeaderMap) -> Response {
-    guarded(&b, &headers, peer, Need::Management, |b| {
-        queues_response(b, None)
-    })
+    in_entered_vhosts(&b, &headers, peer, queues_response)
 }
 
 async fn list_vhost_queues(
@@ -138,8 +131,8 @@ async fn list_vhost_queues(
     headers: HeaderMap,
     Path(vhost): Path<String>,
 ) -> Response {
-    guarded(&b, &headers, peer, Need::Management, |b| {
-        queues_response(b, Some(&vhost))
+    in_vhost(&b, &headers, peer, &vhost, |_, v| {
+        queues_response(std::slice::from_ref(v))
     })
 }
 
@@ -149,14 +142,14 @@ async fn get_queue(
     headers: HeaderMap,
     Path((vhost, name)): Path<(String, String)>,
 ) -> Response {
-    guarded(&b, &headers, peer, Need::Management, |b| {
-        match b.vhost(&vhost).and_then(|v| v.queue(&name)) {
-            Some(q) => Json(json::queue(&vhost, &q)).into_response(),
-            None => not_found(),
-        }
+    in_vhost(&b, &headers, peer, &vhost, |_, v| match v.queue(&name) {
+        Some(q) => Json(json::queue(&vhost, &q)).into_response(),
+        None => not_found(),
     })
 }
 
+/// Checks in RabbitMQ's order: vhost access, name, vhost, body, reserved
+/// name, then the permissions queue.declare needs over AMQP.
 async fn put_queue(
     State(b): Shared,
     ConnectInfo(peer): Peer,
@@ -164,23 +157,15 @@ async fn put_queue(
     Path((vhost, name)): Path<(String, String)>,
     body: Bytes,
 ) -> Response {
-    if name.starts_with("amq.") {
-        return access_refused();
-    }
+    let (user, v) = match authorize_in_vhost(&b, &headers, peer, &vhost) {
+        Ok(found) => found,
+        Err(denied) => return denied.into_response(),
+    };
     if let Err(e) = warren_broker::names::check_short("queue name", &name) {
         return bad_request(&e);
     }
-    if let Err(r) = permitted(
-        &b,
-        &headers,
-        peer,
-        &vhost,
-        &[(Perm::Configure, Resource::Queue, &name)],
-    ) {
-        return r.into_response();
-    }
-    let Some(v) = b.vhost(&vhost) else {
-        return not_found();
+    let Some(v) = v else {
+        return vhost_not_found();
     };
     let Some(fields) = body_object(&body) else {
         return bad_request("not_json");
@@ -198,6 +183,17 @@ async fn put_queue(
         arguments,
         server_named: false,
     };
+    if let Err(e) = warren_broker::vhost::check_queue_name(&decl) {
+        return amqp_error(&e);
+    }
+    if !permits(
+        &b,
+        &user,
+        &vhost,
+        &required::queue_declare(&name, &decl.arguments),
+    ) {
+        return access_refused();
+    }
     let existed = v.queue(&name).is_some();
     let reply = match v.declare_queue(&decl, OPERATOR) {
         Ok(_) if existed => StatusCode::NO_CONTENT.into_response(),
@@ -214,30 +210,23 @@ async fn delete_queue(
     Path((vhost, name)): Path<(String, String)>,
     Query(q): Query<HashMap<String, String>>,
 ) -> Response {
-    if let Err(r) = permitted(
-        &b,
-        &headers,
-        peer,
-        &vhost,
-        &[(Perm::Configure, Resource::Queue, &name)],
-    ) {
-        return r.into_response();
-    }
-    let Some(v) = b.vhost(&vhost) else {
-        return not_found();
-    };
-    if v.queue(&name).is_none() {
-        return not_found();
-    }
-    let reply = match v.delete_queue(
-        &name,
-        truthy(&q, "if-unused"),
-        truthy(&q, "if-empty"),
-        OPERATOR,
-    ) {
-        Ok(_) => StatusCode::NO_CONTENT.into_response(),
-        Err(e) => amqp_error(&e),
-    };
+    let reply = in_vhost(&b, &headers, peer, &vhost, |user, v| {
+        if v.queue(&name).is_none() {
+            return not_found();
+        }
+        if !permits(&b, user, &vhost, &[required::queue_delete(&name)]) {
+            return access_refused();
+        }
+        match v.delete_queue(
+            &name,
+            truthy(&q, "if-unused"),
+            truthy(&q, "if-empty"),
+            OPERATOR,
+        ) {
+            Ok(_) => StatusCode::NO_CONTENT.into_response(),
+            Err(e) => amqp_error(&e),
+        }
+    });
     once_durable(&b, reply).await
 }
 
@@ -247,28 +236,23 @@ async fn purge_queue(
     headers: HeaderMap,
     Path((vhost, name)): Path<(String, String)>,
 ) -> Response {
-    if let Err(r) = permitted(
-        &b,
-        &headers,
-        peer,
-        &vhost,
-        &[(Perm::Read, Resource::Queue, &name)],
-    ) {
-        return r.into_response();
-    }
-    match b.vhost(&vhost).and_then(|v| v.queue(&name)) {
-        Some(q) => {
-            q.purge();
-            once_durable(&b, StatusCode::NO_CONTENT.into_response()).await
+    let reply = in_vhost(&b, &headers, peer, &vhost, |user, v| {
+        let Some(q) = v.queue(&name) else {
+            return not_found();
+        };
+        if !permits(&b, user, &vhost, &[required::queue_purge(&name)]) {
+            return access_refused();
         }
-        None => not_found(),
-    }
+        q.purge();
+        StatusCode::NO_CONTENT.into_response()
+    });
+    once_durable(&b, reply).await
 }
 
 // ----- exchanges -----------------------------------------------------------------------
 
-fn exchanges_response(b: &Broker, vhost: Option<&str>) -> Response {
-    listing(b, vhost, |v| {
+fn exchanges_response(vhosts: &[Arc<VHost>]) -> Response {
+    listing(vhosts, |v| {
         let mut xs = v.exchanges();
         xs.sort_by(|a, b| a.name.cmp(&b.name));
         xs.iter().map(|x| json::exchange(&v.name, x)).collect()
@@ -276,9 +260,7 @@ fn exchanges_response(b: &Broker, vhost: Option<&str>) -> Response {
 }
 
 async fn list_exchanges(State(b): Shared, ConnectInfo(peer): Peer, headers: HeaderMap) -> Response {
-    guarded(&b, &headers, peer, Need::Management, |b| {
-        exchanges_response(b, None)
-    })
+    in_entered_vhosts(&b, &headers, peer, exchanges_response)
 }
 
 async fn list_vhost_exchanges(
@@ -287,8 +269,8 @@ async fn list_vhost_exchanges(
     headers: HeaderMap,
     Path(vhost): Path<String>,
 ) -> Response {
-    guarded(&b, &headers, peer, Need::Management, |b| {
-        exchanges_response(b, Some(&vhost))
+    in_vhost(&b, &headers, peer, &vhost, |_, v| {
+        exchanges_response(std::slice::from_ref(v))
     })
 }
 
@@ -298,14 +280,14 @@ async fn get_exchange(
     headers: HeaderMap,
     Path((vhost, name)): Path<(String, String)>,
 ) -> Response {
-    guarded(&b, &headers, peer, Need::Management, |b| {
-        match b.vhost(&vhost).and_then(|v| v.exchange(&name)) {
-            Some(x) => Json(json::exchange(&vhost, &x)).into_response(),
-            None => not_found(),
-        }
+    in_vhost(&b, &headers, peer, &vhost, |_, v| match v.exchange(&name) {
+        Some(x) => Json(json::exchange(&vhost, &x)).into_response(),
+        None => not_found(),
     })
 }
 
+/// Checks in RabbitMQ's order, as for queues: the permissions are those
+/// exchange.declare needs over AMQP.
 async fn put_exchange(
     State(b): Shared,
     ConnectInfo(peer): Peer,
@@ -313,23 +295,15 @@ async fn put_exchange(
     Path((vhost, name)): Path<(String, String)>,
     body: Bytes,
 ) -> Response {
-    if name.is_empty() || name.starts_with("amq.") {
-        return access_refused();
-    }
+    let (user, v) = match authorize_in_vhost(&b, &headers, peer, &vhost) {
+        Ok(found) => found,
+        Err(denied) => return denied.into_response(),
+    };
     if let Err(e) = warren_broker::names::check_short("exchange name", &name) {
         return bad_request(&e);
     }
-    if let Err(r) = permitted(
-        &b,
-        &headers,
-        peer,
-        &vhost,
-        &[(Perm::Configure, Resource::Exchange, &name)],
-    ) {
-        return r.into_response();
-    }
-    let Some(v) = b.vhost(&vhost) else {
-        return not_found();
+    let Some(v) = v else {
+        return vhost_not_found();
     };
     let Some(fields) = body_object(&body) else {
         return bad_request("not_json");
@@ -338,6 +312,17 @@ async fn put_exchange(
         Ok(t) => t,
         Err(e) => return bad_request(&e),
     };
+    if name.is_empty() || name.starts_with("amq.") {
+        return access_refused();
+    }
+    if !permits(
+        &b,
+        &user,
+        &vhost,
+        &required::exchange_declare(&name, &arguments),
+    ) {
+        return access_refused();
+    }
     let decl = ExchangeDecl {
         name: name.clone(),
         kind: fields
@@ -367,28 +352,21 @@ async fn delete_exchange(
     Path((vhost, name)): Path<(String, String)>,
     Query(q): Query<HashMap<String, String>>,
 ) -> Response {
-    if name.is_empty() || name.starts_with("amq.") {
-        return access_refused();
-    }
-    if let Err(r) = permitted(
-        &b,
-        &headers,
-        peer,
-        &vhost,
-        &[(Perm::Configure, Resource::Exchange, &name)],
-    ) {
-        return r.into_response();
-    }
-    let Some(v) = b.vhost(&vhost) else {
-        return not_found();
-    };
-    if v.exchange(&name).is_none() {
-        return not_found();
-    }
-    let reply = match v.delete_exchange(&name, truthy(&q, "if-unused")) {
-        Ok(()) => StatusCode::NO_CONTENT.into_response(),
-        Err(e) => amqp_error(&e),
-    };
+    let reply = in_vhost(&b, &headers, peer, &vhost, |user, v| {
+        if v.exchange(&name).is_none() {
+            return not_found();
+        }
+        if let Err(e) = v.check_exchange_deletable(&name) {
+            return amqp_error(&e);
+        }
+        if !permits(&b, user, &vhost, &[required::exchange_delete(&name)]) {
+            return access_refused();
+        }
+        match v.delete_exchange(&name, truthy(&q, "if-unused")) {
+            Ok(()) => StatusCode::NO_CONTENT.into_response(),
+            Err(e) => amqp_error(&e),
+        }
+    });
     once_durable(&b, reply).await
 }
 
@@ -437,8 +415,8 @@ fn dest_name(d: &Dest) -> &str {
 }
 
 async fn list_bindings(State(b): Shared, ConnectInfo(peer): Peer, headers: HeaderMap) -> Response {
-    guarded(&b, &headers, peer, Need::Management, |b| {
-        Json(bindings_of(&b.vhosts(), |_, _| true)).into_response()
+    in_entered_vhosts(&b, &headers, peer, |vhosts| {
+        Json(bindings_of(vhosts, |_, _| true)).into_response()
     })
 }
 
@@ -448,11 +426,8 @@ async fn list_vhost_bindings(
     headers: HeaderMap,
     Path(vhost): Path<String>,
 ) -> Response {
-    guarded(&b, &headers, peer, Need::Management, |b| {
-        match b.vhost(&vhost) {
-            Some(v) => Json(bindings_of(&[v], |_, _| true)).into_response(),
-            None => not_found(),
-        }
+    in_vhost(&b, &headers, peer, &vhost, |_, v| {
+        Json(bindings_of(std::slice::from_ref(v), |_, _| true)).into_response()
     })
 }
 
@@ -470,17 +445,26 @@ fn destination(kind: &str, name: &str) -> Option<Dest> {
     }
 }
 
+/// What binding or unbinding `source` to `dest` needs, as over AMQP.
+fn binding_checks(source: &str, dest: &Dest) -> Vec<Check> {
+    match dest {
+        Dest::Queue(q) => required::binding(Resource::Queue, q, source),
+        Dest::Exchange(x) => required::binding(Resource::Exchange, x, source),
+    }
+}
+
 async fn get_bindings_between(
     State(b): Shared,
     ConnectInfo(peer): Peer,
     headers: HeaderMap,
     Path((vhost, source, kind, dest)): Path<(String, String, String, String)>,
 ) -> Response {
-    guarded(&b, &headers, peer, Need::Management, |b| {
-        let (Some(v), Some(d)) = (b.vhost(&vhost), destination(&kind, &dest)) else {
+    in_vhost(&b, &headers, peer, &vhost, |_, v| {
+        let Some(d) = destination(&kind, &dest) else {
             return not_found();
         };
-        Json(bindings_of(&[v], |s, x| s == source && *x == d)).into_response()
+        let list = bindings_of(std::slice::from_ref(v), |s, x| s == source && *x == d);
+        Json(list).into_response()
     })
 }
 
@@ -490,11 +474,11 @@ async fn get_binding(
     headers: HeaderMap,
     Path((vhost, source, kind, dest, props)): Path<(String, String, String, String, String)>,
 ) -> Response {
-    guarded(&b, &headers, peer, Need::Management, |b| {
-        let (Some(v), Some(d)) = (b.vhost(&vhost), destination(&kind, &dest)) else {
+    in_vhost(&b, &headers, peer, &vhost, |_, v| {
+        let Some(d) = destination(&kind, &dest) else {
             return not_found();
         };
-        bindings_of(&[v], |s, x| s == source && *x == d)
+        bindings_of(std::slice::from_ref(v), |s, x| s == source && *x == d)
             .into_iter()
             .find(|b| same_binding(&b["properties_key"], &props))
             .map_or_else(not_found, |b| Json(b).into_response())
@@ -508,54 +492,44 @@ async fn post_binding(
     Path((vhost, source, kind, dest)): Path<(String, String, String, String)>,
     body: Bytes,
 ) -> Response {
-    let Some(d) = destination(&kind, &dest) else {
-        return not_found();
-    };
-    let dest_kind = if kind == "q" {
-        Resource::Queue
-    } else {
-        Resource::Exchange
-    };
-    let checks = [
-        (Perm::Write, dest_kind, dest.as_str()),
-        (Perm::Read, Resource::Exchange, source.as_str()),
-    ];
-    if let Err(r) = permitted(&b, &headers, peer, &vhost, &checks) {
-        return r.into_response();
-    }
-    let Some(v) = b.vhost(&vhost) else {
-        return not_found();
-    };
-    let Some(fields) = body_object(&body) else {
-        return bad_request("not_json");
-    };
-    let args = match json_to_table(fields.get("arguments")) {
-        Ok(t) => t,
-        Err(e) => return bad_request(&e),
-    };
-    let key = fields
-        .get("routing_key")
-        .and_then(Value::as_str)
-        .unwrap_or_default()
-        .to_owned();
-    if let Err(e) = warren_broker::names::check_short("routing key", &key) {
-        return bad_request(&e);
-    }
-    let reply = match v.bind(&source, d, &key, &args, OPERATOR) {
-        Ok(()) => (
-            StatusCode::CREATED,
-            [(
-                header::LOCATION,
-                format!(
-                    "{}/{}",
-                    json::quote_plus(&dest),
-                    json::quote_plus(&json::properties_key(&key, &args))
-                ),
-            )],
-        )
-            .into_response(),
-        Err(e) => amqp_error(&e),
-    };
+    let reply = in_vhost(&b, &headers, peer, &vhost, |user, v| {
+        let Some(d) = destination(&kind, &dest) else {
+            return not_found();
+        };
+        let Some(fields) = body_object(&body) else {
+            return bad_request("not_json");
+        };
+        let args = match json_to_table(fields.get("arguments")) {
+            Ok(t) => t,
+            Err(e) => return bad_request(&e),
+        };
+        let key = fields
+            .get("routing_key")
+            .and_then(Value::as_str)
+            .unwrap_or_default()
+            .to_owned();
+        if let Err(e) = warren_broker::names::check_short("routing key", &key) {
+            return bad_request(&e);
+        }
+        if !permits(&b, user, &vhost, &binding_checks(&source, &d)) {
+            return access_refused();
+        }
+        match v.bind(&source, d, &key, &args, OPERATOR) {
+            Ok(()) => (
+                StatusCode::CREATED,
+                [(
+                    header::LOCATION,
+                    format!(
+                        "{}/{}",
+                        json::quote_plus(&dest),
+                        json::quote_plus(&json::properties_key(&key, &args))
+                    ),
+                )],
+            )
+                .into_response(),
+            Err(e) => amqp_error(&e),
+        }
+    });
     once_durable(&b, reply).await
 }
 
@@ -565,41 +539,28 @@ async fn delete_binding(
     headers: HeaderMap,
     Path((vhost, source, kind, dest, props)): Path<(String, String, String, String, String)>,
 ) -> Response {
-    let Some(d) = destination(&kind, &dest) else {
-        return not_found();
-    };
-    let dest_kind = if kind == "q" {
-        Resource::Queue
-    } else {
-        Resource::Exchange
-    };
-    let checks = [
-        (Perm::Write, dest_kind, dest.as_str()),
-        (Perm::Read, Resource::Exchange, source.as_str()),
-    ];
-    if let Err(r) = permitted(&b, &headers, peer, &vhost, &checks) {
-        return r.into_response();
-    }
-    let Some(v) = b.vhost(&vhost) else {
-        return not_found();
-    };
-    let Some(x) = v.exchange(&source) else {
-        return not_found();
-    };
-    let found = x
-        .bindings
-        .read()
-        .bindings()
-        .into_iter()
-        .find(|(dd, key, args)| {
-            *dd == d && same_binding(&json::properties_key(key, args).into(), &props)
-        });
-    let Some((dd, key, args)) = found else {
-        return not_found();
-    };
-    let reply = match v.unbind(&source, dd, &key, &args, OPERATOR) {
-        Ok(()) => StatusCode::NO_CONTENT.into_response(),
-        Err(e) => amqp_error(&e),
-    };
+    let reply = in_vhost(&b, &headers, peer, &vhost, |user, v| {
+        let (Some(d), Some(x)) = (destination(&kind, &dest), v.exchange(&source)) else {
+            return not_found();
+        };
+        let found = x
+            .bindings
+            .read()
+            .bindings()
+            .into_iter()
+            .find(|(dd, key, args)| {
+                *dd == d && same_binding(&json::properties_key(key, args).into(), &props)
+            });
+        let Some((dd, key, args)) = found else {
+            return not_found();
+        };
+        if !permits(&b, user, &vhost, &binding_checks(&source, &dd)) {
+            return access_refused();
+        }
+        match v.unbind(&source, dd, &key, &args, OPERATOR) {
+            Ok(()) => StatusCode::NO_CONTENT.into_response(),
+            Err(e) => amqp_error(&e),
+        }
+    });
     once_durable(&b, reply).await
 }

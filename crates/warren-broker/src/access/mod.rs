@@ -8,6 +8,7 @@
 
 pub mod password;
 pub mod permission;
+pub mod required;
 
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -16,6 +17,7 @@ use std::sync::Arc;
 use parking_lot::RwLock;
 
 pub use permission::{Perm, Permissions, Resource};
+pub use required::Check;
 
 /// A user account.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -30,6 +30,16 @@ impl Resource {
     }
 }
 
+/// The name a resource's permissions are matched against: the default
+/// exchange (named "") is checked as `amq.default`, as in RabbitMQ.
+pub fn resource_name(kind: Resource, name: &str) -> &str {
+    if kind == Resource::Exchange && name.is_empty() {
+        "amq.default"
+    } else {
+        name
+    }
+}
+
 /// One permission pattern. Like RabbitMQ's, it is an unanchored search
 /// (`^`/`$` anchor it); the empty pattern grants nothing but the empty name.
 #[derive(Debug, Clone)]

@@ -3,7 +3,8 @@
 //! registry changes.
 
 use super::Connection;
-use crate::access::{Perm, Resource};
+use crate::access::permission::resource_name;
+use crate::access::{Check, Perm, Resource};
 use crate::error::{AmqpError, AmqpResult};
 
 impl Connection {
@@ -15,11 +16,7 @@ impl Connection {
             self.perms = self.broker.access.permission(self.vhost_name(), &self.user);
             self.perms_generation = generation;
         }
-        let name = if kind == Resource::Exchange && name.is_empty() {
-            "amq.default"
-        } else {
-            name
-        };
+        let name = resource_name(kind, name);
         if self.perms.as_ref().is_some_and(|p| p.allows(perm, name)) {
             return Ok(());
         }
@@ -30,5 +27,12 @@ impl Connection {
             self.vhost_name(),
             self.user
         )))
+    }
+
+    /// Refuse at the first of `checks` the user may not do.
+    pub(super) fn permit_all(&mut self, checks: &[Check]) -> AmqpResult<()> {
+        checks
+            .iter()
+            .try_for_each(|c| self.permit(c.perm, c.kind, &c.name))
     }
 }

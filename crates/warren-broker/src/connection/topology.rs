@@ -3,10 +3,10 @@
 use std::sync::Arc;
 
 use amq_protocol::protocol::{exchange, queue, AMQPClass};
-use amq_protocol::types::{AMQPValue, ShortString};
+use amq_protocol::types::ShortString;
 
 use super::Connection;
-use crate::access::{Perm, Resource};
+use crate::access::{required, Resource};
 use crate::error::{AmqpError, AmqpResult};
 use crate::exchange::Dest;
 use crate::names;
@@ -47,12 +47,7 @@ impl Connection {
             ));
         }
         if !d.passive {
-            self.permit(Perm::Configure, Resource::Exchange, &name)?;
-            if let Some(AMQPValue::LongString(ae)) = d.arguments.inner().get("alternate-exchange") {
-                let ae = String::from_utf8_lossy(ae.as_bytes()).into_owned();
-                self.permit(Perm::Read, Resource::Exchange, &name)?;
-                self.permit(Perm::Write, Resource::Exchange, &ae)?;
-            }
+            self.permit_all(&required::exchange_declare(&name, &d.arguments))?;
         }
         vhost.declare_exchange(&ExchangeDecl {
             name,
@@ -76,7 +71,7 @@ impl Connection {
         let vhost = self.vhost()?;
         let name = d.exchange.as_str();
         vhost.check_exchange_deletable(name)?;
-        self.permit(Perm::Configure, Resource::Exchange, name)?;
+        self.permit_all(&[required::exchange_delete(name)])?;
         vhost.delete_exchange(d.exchange.as_str(), d.if_unused)?;
         if !d.nowait {
             self.send_method(
@@ -169,14 +164,7 @@ impl Connection {
         // A reserved name is refused before permissions are looked at.
         crate::vhost::check_queue_name(&decl)?;
         if !decl.passive {
-            self.permit(Perm::Configure, Resource::Queue, &decl.name)?;
-            if let Some(AMQPValue::LongString(dlx)) =
-                decl.arguments.inner().get("x-dead-letter-exchange")
-            {
-                let dlx = String::from_utf8_lossy(dlx.as_bytes()).into_owned();
-                self.permit(Perm::Read, Resource::Queue, &decl.name)?;
-                self.permit(Perm::Write, Resource::Exchange, &dlx)?;
-            }
+            self.permit_all(&required::queue_declare(&decl.name, &decl.arguments))?;
         }
         let (q, messages, consumers) = vhost.declare_queue(&decl, self.id())?;
         if q.args.queue_type == QueueType::Quorum {
@@ -254,7 +242,7 @@ impl Connection {
     pub(super) fn on_queue_purge(&mut self, id: u16, p: queue::Purge) -> AmqpResult<()> {
         let vhost = self.vhost()?;
         let name = self.resolve_queue_name(id, p.queue.as_str())?;
-        self.permit(Perm::Read, Resource::Queue, &name)?;
+        self.permit_all(&[required::queue_purge(&name)])?;
         let q = vhost.usable_queue(&name, self.id())?;
         let n = q.purge();
         if !p.nowait {
@@ -271,7 +259,7 @@ impl Connection {
     pub(super) fn on_queue_delete(&mut self, id: u16, d: queue::Delete) -> AmqpResult<()> {
         let vhost = self.vhost()?;
         let name = self.resolve_queue_name(id, d.queue.as_str())?;
-        self.permit(Perm::Configure, Resource::Queue, &name)?;
+        self.permit_all(&[required::queue_delete(&name)])?;
         let n = vhost.delete_queue(&name, d.if_unused, d.if_empty, self.id())?;
         self.exclusive_queues.retain(|q| q.name != name);
         if !d.nowait {
@@ -287,19 +275,14 @@ impl Connection {
 }
 
 impl Connection {
-    /// queue.bind/unbind and exchange.bind/unbind: write on the destination,
-    /// then read on the source (the default exchange is refused by the vhost).
+    /// queue.bind/unbind and exchange.bind/unbind.
     fn permit_binding(
         &mut self,
         kind: Resource,
         destination: &str,
         source: &str,
     ) -> AmqpResult<()> {
-        self.permit(Perm::Write, kind, destination)?;
-        if !source.is_empty() {
-            self.permit(Perm::Read, Resource::Exchange, source)?;
-        }
-        Ok(())
+        self.permit_all(&required::binding(kind, destination, source))
     }
 }
 
