@@ -322,6 +322,13 @@ fn run(mut kv: Box<dyn Kv>, rx: Receiver<Request>, failed: Arc<AtomicBool>) {
     }
 }
 
+/// A message's record, encoded in a reused buffer and copied out at its exact size.
+fn encoded(message: &dyn Persistable, scratch: &mut Vec<u8>) -> Vec<u8> {
+    scratch.clear();
+    message.encode(scratch);
+    scratch.clone()
+}
+
 fn translate(
     op: Op,
     batch: &mut Vec<KvOp>,
@@ -335,21 +342,19 @@ fn translate(
             queue,
             seq,
             message,
-        } => {
-            scratch.clear();
-            message.encode(scratch);
-            batch.push(KvOp::Put(layout::message_key(queue, seq), scratch.clone()));
-        }
+        } => batch.push(KvOp::Put(
+            layout::message_key(queue, seq),
+            encoded(message.as_ref(), scratch),
+        )),
         Op::DelMessage { queue, seq } => batch.push(KvOp::Del(layout::message_key(queue, seq))),
         Op::SpillMessage {
             queue,
             seq,
             message,
-        } => {
-            scratch.clear();
-            message.encode(scratch);
-            batch.push(KvOp::Put(layout::spilled_key(queue, seq), scratch.clone()));
-        }
+        } => batch.push(KvOp::Put(
+            layout::spilled_key(queue, seq),
+            encoded(message.as_ref(), scratch),
+        )),
         Op::DelSpilled { queue, seq } => batch.push(KvOp::Del(layout::spilled_key(queue, seq))),
         Op::DelQueue { queue } => {
             delivered.remove(&queue);
