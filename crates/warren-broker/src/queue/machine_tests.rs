@@ -729,5 +729,8 @@ fn random_workloads_lose_no_confirmed_message() {
             sim.m.unreadable, 0,
             "seed {seed}: a record could not be read"
         );
+        seeds_that_paged += usize::from(paged);
     }
+    // The workload must reach the paths it is here for (bodies only on disk).
+    assert!(seeds_that_paged >= 5, "only {seeds_that_paged} seeds paged");
 }
