@@ -5,6 +5,7 @@
 use std::sync::{Arc, Weak};
 use std::time::Duration;
 
+use crate::alarm::AlarmSource;
 use crate::broker::Broker;
 
 /// RabbitMQ's default: 40% of physical memory. `None` where it cannot be read.
@@ -39,7 +40,7 @@ pub fn spawn_monitor(broker: &Arc<Broker>, period: Duration) {
             tick.tick().await;
             let Some(broker) = weak.upgrade() else { return };
             if let Some(rss) = resident_memory() {
-                broker.set_memory_alarm(rss > limit);
+                broker.set_alarm(AlarmSource::Memory, rss > limit);
             }
         }
     });

@@ -59,8 +59,8 @@ pub enum ConnEvent {
     TxCommitted { channel: u16, epoch: u64, ok: bool },
     /// A queue this connection was paused for (flow control) has caught up.
     FlowResume,
-    /// The memory alarm was raised (true) or cleared (false).
-    MemoryAlarm(bool),
+    /// A resource alarm was raised or cleared (see `Broker::alarms`).
+    Alarm,
     /// Close the connection (broker shutdown or an operator's request).
     ForceClose { code: u16, text: String },
 }
