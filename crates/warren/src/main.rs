@@ -31,8 +31,9 @@ struct Cli {
     /// Heartbeat interval offered to clients, seconds (0 disables).
     #[arg(long, env = "WARREN_HEARTBEAT", default_value_t = 60)]
     heartbeat: u16,
-    /// Memory alarm threshold: a fraction of RAM (0.4, RabbitMQ's default) or a
-    /// number of bytes; publishers are blocked above it. 0 disables the alarm.
+    /// Memory alarm threshold: a fraction of RAM (0.4, RabbitMQ's default; of
+    /// the cgroup memory limit if smaller) or a number of bytes; publishers are
+    /// blocked above it. 0 disables the alarm.
     #[arg(long, env = "WARREN_MEMORY_HIGH_WATERMARK", default_value = "0.4")]
     memory_high_watermark: f64,
     /// Disk alarm threshold: publishers are blocked while the data directory's
