@@ -14,6 +14,8 @@ use std::net::SocketAddr;
 use std::pin::Pin;
 use std::time::Duration;
 
+pub mod small_disk;
+
 pub use amq_protocol;
 pub use lapin;
 pub use warren;

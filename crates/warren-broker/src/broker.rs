@@ -8,6 +8,7 @@ use std::time::Duration;
 use dashmap::DashMap;
 
 use crate::access::Access;
+use crate::alarm::{AlarmSource, Alarms};
 use crate::connection::handle::{ConnEvent, ConnHandle, ConnectionId};
 use crate::persist::Persistence;
 use crate::vhost::VHost;
@@ -37,6 +38,10 @@ pub struct Config {
     /// Resident memory above which publishers are blocked (RabbitMQ's memory
     /// alarm); `None` disables the alarm.
     pub memory_high_watermark: Option<u64>,
+    /// Free space of the data directory below which publishers are blocked
+    /// (RabbitMQ's `disk_free_limit`, 50 MB); `None` disables the alarm. Not
+    /// used without a data directory.
+    pub disk_free_limit: Option<u64>,
     /// `product` and `version` announced in connection.start. Clients key
     /// behaviour on them, so the default names the RabbitMQ Warren emulates.
     pub server_product: String,
@@ -56,6 +61,7 @@ impl Default for Config {
             default_vhost: "/".into(),
             loopback_users: vec!["guest".into()],
             memory_high_watermark: crate::memory::default_watermark(),
+            disk_free_limit: Some(crate::disk::DEFAULT_DISK_FREE_LIMIT),
             server_product: "RabbitMQ".into(),
             server_version: "3.10.8".into(),
         }
@@ -90,7 +96,7 @@ pub struct Broker {
     pub(crate) connections: DashMap<ConnectionId, Arc<ConnHandle>>,
     next_connection: AtomicU64,
     warned_quorum: AtomicBool,
-    memory_alarm: AtomicBool,
+    alarms: Alarms,
     /// Live direct reply-to consumers: (connection, channel) → the key in their address.
     reply_consumers: DashMap<(ConnectionId, u16), u64>,
 }
@@ -123,6 +129,13 @@ impl Broker {
         for record in &restored.stale {
             persist.delete(record);
         }
+        // A store that cannot write raises the disk alarm until a write succeeds.
+        let weak = Arc::downgrade(&broker);
+        persist.store.set_health_listener(Box::new(move |failing| {
+            if let Some(b) = weak.upgrade() {
+                b.set_alarm(AlarmSource::StoreFailing, failing);
+            }
+        }));
         let _ = broker.persist.set(persist);
         if !restored.defaults_created {
             // A new store, or one written before vhosts were recorded.
@@ -147,7 +160,7 @@ impl Broker {
             connections: DashMap::new(),
             next_connection: AtomicU64::new(1),
             warned_quorum: AtomicBool::new(false),
-            memory_alarm: AtomicBool::new(false),
+            alarms: Alarms::default(),
             reply_consumers: DashMap::new(),
         })
     }
@@ -259,25 +272,39 @@ impl Broker {
             .is_some_and(|k| *k == key)
     }
 
-    /// Whether the memory alarm is on (publishers are blocked).
-    pub fn memory_alarm(&self) -> bool {
-        self.memory_alarm.load(Ordering::Relaxed)
+    /// The raised resource alarms (publishers are blocked while any is).
+    pub fn alarms(&self) -> &Alarms {
+        &self.alarms
     }
 
-    /// Raise or clear the memory alarm and tell every connection.
-    pub fn set_memory_alarm(&self, on: bool) {
-        if self.memory_alarm.swap(on, Ordering::Relaxed) == on {
+    /// Raise or clear an alarm and tell every connection.
+    pub fn set_alarm(&self, source: AlarmSource, on: bool) {
+        if !self.alarms.set(source, on) {
             return;
         }
+        let resource = match source {
+            AlarmSource::Memory => "memory",
+            AlarmSource::DiskFree | AlarmSource::StoreFailing => "disk",
+        };
+        let still = match source {
+            AlarmSource::Memory => self.alarms.memory(),
+            _ => self.alarms.disk(),
+        };
         if on {
             tracing::warn!(
-                "memory alarm: resident memory is above the high watermark; blocking publishers"
+                "{resource} resource limit alarm set: {}; publishers will be blocked until this alarm clears",
+                source.describe()
+            );
+        } else if still {
+            tracing::info!(
+                "no longer true: {}; the {resource} alarm stays set for another reason",
+                source.describe()
             );
         } else {
-            tracing::info!("memory alarm cleared; unblocking publishers");
+            tracing::info!("{resource} resource limit alarm cleared; unblocking publishers");
         }
         for c in self.connections.iter() {
-            c.notify(ConnEvent::MemoryAlarm(on));
+            c.notify(ConnEvent::Alarm);
         }
     }
 

@@ -4,9 +4,11 @@
 
 pub mod access;
 pub mod admin;
+pub mod alarm;
 pub mod broker;
 pub mod connection;
 pub mod definitions;
+pub mod disk;
 pub mod error;
 pub mod exchange;
 pub mod memory;

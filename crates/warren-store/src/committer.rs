@@ -7,16 +7,23 @@
 //! one fsync, then runs the barriers' callbacks in order. Under load one fsync
 //! covers the writes of every connection that arrived meanwhile; when idle a
 //! lone write is flushed at once, so latency stays at one fsync.
+//!
+//! A batch the engine fails is answered `false` and retried ahead of the next
+//! one (`committer/retry.rs`): a full disk is not permanent.
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::mpsc::{self, Receiver, Sender};
+use std::sync::atomic::Ordering;
+use std::sync::mpsc::{self, Receiver, RecvTimeoutError, Sender};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 
 use crate::kv::{Kv, KvOp};
 use crate::layout::{self, MessageRecord, Recovered};
 use crate::StoreError;
+
+mod retry;
+pub use retry::HealthListener;
+use retry::{Health, Retained, RETRY_EVERY};
 
 /// A message as the store encodes it (implemented by the broker's message type),
 /// encoded on the storage thread so that publishers never pay for it.
@@ -70,7 +77,17 @@ pub enum Op {
 }
 
 type Callback = Box<dyn FnOnce(bool) + Send>;
-type ReadCallback = Box<dyn FnOnce(Vec<(u64, Option<MessageRecord>)>) + Send>;
+type ReadCallback = Box<dyn FnOnce(Vec<(u64, Fetched)>) + Send>;
+
+/// One message read back from the store.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Fetched {
+    Found(MessageRecord),
+    /// No such record, or one that cannot be decoded.
+    Missing,
+    /// The engine could not be read (an I/O error): ask again later.
+    Unavailable,
+}
 
 enum Request {
     Op(Op),
@@ -134,17 +151,17 @@ impl Recovery {
         ])?;
         let engine_name = self.kv.name();
         let (tx, rx) = mpsc::channel();
-        let failed = Arc::new(AtomicBool::new(false));
-        let f = failed.clone();
+        let health = Arc::new(Health::default());
+        let h = health.clone();
         let kv = self.kv;
         let thread = std::thread::Builder::new()
             .name("warren-store".into())
-            .spawn(move || run(kv, rx, f))
+            .spawn(move || run(kv, rx, h))
             .map_err(|e| StoreError::Write(format!("cannot start the storage thread: {e}")))?;
         Ok(Store {
             tx: Mutex::new(Some(tx)),
             thread: Mutex::new(Some(thread)),
-            failed,
+            health,
             engine_name,
         })
     }
@@ -157,7 +174,7 @@ const MAX_BATCH: usize = 65_536;
 pub struct Store {
     tx: Mutex<Option<Sender<Request>>>,
     thread: Mutex<Option<JoinHandle<()>>>,
-    failed: Arc<AtomicBool>,
+    health: Arc<Health>,
     engine_name: &'static str,
 }
 
@@ -181,9 +198,16 @@ impl Store {
         self.engine_name
     }
 
-    /// Whether an earlier write failed (the store then refuses further work).
-    pub fn has_failed(&self) -> bool {
-        self.failed.load(Ordering::Relaxed)
+    /// Whether the last write failed: its writes are kept and retried, and
+    /// confirms wait until a write succeeds again.
+    pub fn is_failing(&self) -> bool {
+        self.health.failing.load(Ordering::SeqCst)
+    }
+
+    /// Call `listener` (on the storage thread) whenever [`is_failing`](Self::is_failing)
+    /// changes; at once with `true` if it is failing already.
+    pub fn set_health_listener(&self, listener: HealthListener) {
+        self.health.listen(listener);
     }
 
     /// Hand a request to the thread; gives it back if the thread is gone.
@@ -215,14 +239,18 @@ impl Store {
         &self,
         queue: u64,
         seqs: Vec<u64>,
-        done: impl FnOnce(Vec<(u64, Option<MessageRecord>)>) + Send + 'static,
+        done: impl FnOnce(Vec<(u64, Fetched)>) + Send + 'static,
     ) {
         if let Err(Request::Read { seqs, done, .. }) = self.send(Request::Read {
             queue,
             seqs,
             done: Box::new(done),
         }) {
-            done(seqs.into_iter().map(|s| (s, None)).collect());
+            done(
+                seqs.into_iter()
+                    .map(|s| (s, Fetched::Unavailable))
+                    .collect(),
+            );
         }
     }
 
@@ -247,16 +275,30 @@ impl Drop for Store {
     }
 }
 
-fn run(mut kv: Box<dyn Kv>, rx: Receiver<Request>, failed: Arc<AtomicBool>) {
+fn run(mut kv: Box<dyn Kv>, rx: Receiver<Request>, health: Arc<Health>) {
     let mut batch: Vec<KvOp> = Vec::new();
+    let mut retained = Retained::default();
     let mut callbacks: Vec<Callback> = Vec::new();
     let mut reads: Vec<(u64, Vec<u64>, ReadCallback)> = Vec::new();
     let mut delivered: HashMap<u64, Option<u64>> = HashMap::new();
     let mut scratch = Vec::new();
-    while let Ok(first) = rx.recv() {
+    loop {
+        // While writes are retained, wake up to retry them even if nothing new comes.
+        let first = if retained.is_empty() {
+            match rx.recv() {
+                Ok(r) => Some(r),
+                Err(_) => return,
+            }
+        } else {
+            match rx.recv_timeout(RETRY_EVERY) {
+                Ok(r) => Some(r),
+                Err(RecvTimeoutError::Timeout) => None,
+                Err(RecvTimeoutError::Disconnected) => return,
+            }
+        };
         let mut stop: Option<mpsc::Sender<()>> = None;
         let mut n = 0;
-        let mut next = Some(first);
+        let mut next = first;
         while let Some(r) = next.take() {
             match r {
                 Request::Op(op) => translate(op, &mut batch, &mut delivered, &mut scratch),
@@ -281,23 +323,7 @@ fn run(mut kv: Box<dyn Kv>, rx: Receiver<Request>, failed: Arc<AtomicBool>) {
                 None => batch.push(KvOp::Del(layout::delivered_key(queue))),
             }
         }
-        let ok = if failed.load(Ordering::Relaxed) {
-            false
-        } else if batch.is_empty() {
-            true
-        } else {
-            match kv.apply(&batch) {
-                Ok(()) => true,
-                Err(e) => {
-                    tracing::error!(
-                        "{e}; the store stops accepting writes and pending confirms are refused"
-                    );
-                    failed.store(true, Ordering::Relaxed);
-                    false
-                }
-            }
-        };
-        batch.clear();
+        let ok = retained.commit(kv.as_mut(), &mut batch, &health);
         for cb in callbacks.drain(..) {
             cb(ok);
         }
@@ -306,16 +332,29 @@ fn run(mut kv: Box<dyn Kv>, rx: Receiver<Request>, failed: Arc<AtomicBool>) {
                 .into_iter()
                 .map(|seq| {
                     // A message is in one of two places: durable or spilled.
-                    let get = |key: Vec<u8>| kv.get(&key).ok().flatten();
-                    let r = get(layout::message_key(queue, seq))
-                        .or_else(|| get(layout::spilled_key(queue, seq)))
-                        .and_then(|v| layout::decode_record(&bytes::Bytes::from(v)));
+                    let r =
+                        match read_record(&retained, kv.as_ref(), &layout::message_key(queue, seq))
+                        {
+                            Fetched::Missing => read_record(
+                                &retained,
+                                kv.as_ref(),
+                                &layout::spilled_key(queue, seq),
+                            ),
+                            found => found,
+                        };
                     (seq, r)
                 })
                 .collect();
             done(records);
         }
         if let Some(ack) = stop {
+            if !retained.is_empty() {
+                tracing::error!(
+                    "stopping with {} store changes that could not be written ({}); acked messages may be delivered again and unconfirmed ones may be missing after the restart",
+                    retained.ops.len(),
+                    kv.name()
+                );
+            }
             let _ = ack.send(());
             return;
         }
@@ -327,6 +366,24 @@ fn encoded(message: &dyn Persistable, scratch: &mut Vec<u8>) -> Vec<u8> {
     scratch.clear();
     message.encode(scratch);
     scratch.clone()
+}
+
+/// Read one record: a write not on disk yet is still the latest value.
+fn read_record(retained: &Retained, kv: &dyn Kv, key: &[u8]) -> Fetched {
+    let value = match retained.value_of(key) {
+        Some(v) => v.map(<[u8]>::to_vec),
+        None => match kv.get(key) {
+            Ok(v) => v,
+            Err(e) => {
+                tracing::warn!("store read failed: {e}; the message will be read again");
+                return Fetched::Unavailable;
+            }
+        },
+    };
+    match value.and_then(|v| layout::decode_record(&bytes::Bytes::from(v))) {
+        Some(r) => Fetched::Found(r),
+        None => Fetched::Missing,
+    }
 }
 
 fn translate(

@@ -3,7 +3,8 @@
 //! - [`kv`]: the engine seam — an ordered key-value store with atomic, durable
 //!   batches. Two engines implement it: [`redb_engine`] (the default) and
 //!   [`sled_engine`] (the design card's choice, kept supported), plus an
-//!   in-memory one for tests ([`memory_engine`]).
+//!   in-memory one for tests ([`memory_engine`]), and a fault-injecting
+//!   wrapper for tests ([`fault_engine`]).
 //! - [`layout`]: how broker data maps onto keys (metadata, messages, delivery marks).
 //! - [`committer`]: the storage thread. Writes from every connection go through
 //!   one queue; the thread applies everything that arrived meanwhile as one
@@ -12,6 +13,7 @@
 #![forbid(unsafe_code)]
 
 pub mod committer;
+pub mod fault_engine;
 pub mod kv;
 pub mod layout;
 pub mod memory_engine;
@@ -20,7 +22,7 @@ pub mod sled_engine;
 
 use std::path::{Path, PathBuf};
 
-pub use committer::{Op, Recovery, Store};
+pub use committer::{Fetched, Op, Recovery, Store};
 pub use kv::{Kv, KvOp};
 pub use layout::{MessageRecord, Recovered};
 
@@ -66,8 +68,6 @@ pub enum StoreError {
     Write(String),
     #[error("store read failed: {0}")]
     Read(String),
-    #[error("the store stopped after an earlier write failure; restart the broker")]
-    Poisoned,
 }
 
 /// Open the engine of `kind` in `dir` (created if missing), holding the

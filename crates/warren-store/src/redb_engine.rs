@@ -1,5 +1,9 @@
 //! redb: a copy-on-write B-tree; every batch is one write transaction committed
 //! with `Durability::Immediate` (durable when commit returns).
+//!
+//! After an I/O error redb refuses all further work (`PreviousIo`) until the
+//! database is reopened, which also repairs it; so a failed write reopens it,
+//! and the next write succeeds once the disk does (a full disk is not permanent).
 
 use std::path::{Path, PathBuf};
 
@@ -16,44 +20,34 @@ const DATA: TableDefinition<&[u8], &[u8]> = TableDefinition::new("warren");
 const CACHE_BYTES: usize = 32 * 1024 * 1024;
 
 pub struct RedbKv {
-    db: Database,
+    /// `None` after a failed write whose reopen failed too; retried on the next write.
+    db: Option<Database>,
     path: PathBuf,
     _lock: DirLock,
 }
 
 impl RedbKv {
     pub fn open(path: &Path, lock: DirLock) -> Result<RedbKv, StoreError> {
-        let corrupt = |detail: String| StoreError::Corrupt {
-            path: path.to_owned(),
-            detail,
-        };
-        let db = redb::Builder::new()
-            .set_cache_size(CACHE_BYTES)
-            .create(path)
-            .map_err(|e| match e {
-                redb::DatabaseError::Storage(s) => corrupt(s.to_string()),
-                other => StoreError::Open {
-                    path: path.to_owned(),
-                    detail: other.to_string(),
-                },
-            })?;
-        // Make sure the table exists so that reads of a fresh store succeed.
-        let txn = db.begin_write().map_err(|e| corrupt(e.to_string()))?;
-        txn.open_table(DATA).map_err(|e| corrupt(e.to_string()))?;
-        txn.commit().map_err(|e| corrupt(e.to_string()))?;
         Ok(RedbKv {
-            db,
+            db: Some(open_db(path)?),
             path: path.to_owned(),
             _lock: lock,
         })
     }
-}
 
-impl Kv for RedbKv {
-    fn apply(&mut self, batch: &[KvOp]) -> Result<(), StoreError> {
+    fn db(&self) -> Result<&Database, StoreError> {
+        self.db.as_ref().ok_or_else(|| {
+            StoreError::Read(format!(
+                "{}: closed after a failed write and not reopened yet (is the disk full?)",
+                self.path.display()
+            ))
+        })
+    }
+
+    fn write(&self, batch: &[KvOp]) -> Result<(), StoreError> {
         let err =
             |e: &dyn std::fmt::Display| StoreError::Write(format!("{}: {e}", self.path.display()));
-        let mut txn = self.db.begin_write().map_err(|e| err(&e))?;
+        let mut txn = self.db()?.begin_write().map_err(|e| err(&e))?;
         txn.set_durability(Durability::Immediate)
             .map_err(|e| err(&e))?;
         {
@@ -82,6 +76,51 @@ impl Kv for RedbKv {
         txn.commit().map_err(|e| err(&e))
     }
 
+    /// Close and reopen the database (dropping the old handle first: it holds the file lock).
+    fn reopen(&mut self) -> Result<(), StoreError> {
+        self.db = None;
+        self.db = Some(open_db(&self.path)?);
+        Ok(())
+    }
+}
+
+fn open_db(path: &Path) -> Result<Database, StoreError> {
+    let corrupt = |detail: String| StoreError::Corrupt {
+        path: path.to_owned(),
+        detail,
+    };
+    let db = redb::Builder::new()
+        .set_cache_size(CACHE_BYTES)
+        .create(path)
+        .map_err(|e| match e {
+            redb::DatabaseError::Storage(s) => corrupt(s.to_string()),
+            other => StoreError::Open {
+                path: path.to_owned(),
+                detail: other.to_string(),
+            },
+        })?;
+    // Make sure the table exists so that reads of a fresh store succeed.
+    let txn = db.begin_write().map_err(|e| corrupt(e.to_string()))?;
+    txn.open_table(DATA).map_err(|e| corrupt(e.to_string()))?;
+    txn.commit().map_err(|e| corrupt(e.to_string()))?;
+    Ok(db)
+}
+
+impl Kv for RedbKv {
+    fn apply(&mut self, batch: &[KvOp]) -> Result<(), StoreError> {
+        if self.db.is_none() {
+            self.reopen()
+                .map_err(|e| StoreError::Write(format!("reopening after a failed write: {e}")))?;
+        }
+        let result = self.write(batch);
+        if result.is_err() {
+            if let Err(e) = self.reopen() {
+                tracing::warn!("reopening the store after a failed write failed, will retry: {e}");
+            }
+        }
+        result
+    }
+
     fn scan_from(
         &self,
         start: &[u8],
@@ -91,7 +130,7 @@ impl Kv for RedbKv {
             path: self.path.clone(),
             detail: e.to_string(),
         };
-        let txn = self.db.begin_read().map_err(|e| err(&e))?;
+        let txn = self.db()?.begin_read().map_err(|e| err(&e))?;
         let table = txn.open_table(DATA).map_err(|e| err(&e))?;
         let range = table.range(start..).map_err(|e| err(&e))?;
         for item in range {

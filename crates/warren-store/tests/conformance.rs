@@ -147,8 +147,15 @@ fn group_commit_store_recovers_what_was_written() {
         store.read(7, vec![3, 1], move |recs| tx.send(recs).unwrap());
         let recs = rx.recv().unwrap();
         assert_eq!(recs[0].0, 3);
-        assert_eq!(recs[0].1.as_ref().map(|r| &r.body[..]), Some(&b"hello"[..]));
-        assert!(recs[1].1.is_none(), "seq 1 was deleted");
+        let warren_store::Fetched::Found(r) = &recs[0].1 else {
+            panic!("seq 3 is there: {:?}", recs[0].1);
+        };
+        assert_eq!(&r.body[..], b"hello");
+        assert_eq!(
+            recs[1].1,
+            warren_store::Fetched::Missing,
+            "seq 1 was deleted"
+        );
     }
 }
 

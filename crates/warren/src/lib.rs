@@ -18,6 +18,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 pub use warren_store::EngineKind;
+/// The engine seam and a fault-injecting engine, for tests that make the disk fail
+/// (see [`BrokerBuilder::wrap_engine`]).
+pub use warren_store::{fault_engine, Kv};
 
 pub use warren_broker::Config;
 use warren_broker::{Server, ServerHandle};
@@ -31,6 +34,19 @@ pub struct BrokerBuilder {
     storage: Storage,
     management_port: Option<u16>,
     definitions: Option<PathBuf>,
+    wrap_engine: Option<EngineWrapper>,
+}
+
+/// A function applied to the opened storage engine (see [`BrokerBuilder::wrap_engine`]).
+#[derive(Clone)]
+struct EngineWrapper(Arc<WrapFn>);
+
+type WrapFn = dyn Fn(Box<dyn Kv>) -> Box<dyn Kv> + Send + Sync;
+
+impl std::fmt::Debug for EngineWrapper {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("EngineWrapper")
+    }
 }
 
 /// Where the broker keeps durable state.
@@ -51,6 +67,7 @@ impl Default for BrokerBuilder {
             storage: Storage::InMemory,
             management_port: None,
             definitions: None,
+            wrap_engine: None,
         }
     }
 }
@@ -99,6 +116,17 @@ impl BrokerBuilder {
         self
     }
 
+    /// Wrap the storage engine once it is opened, before anything is read or
+    /// written (with a data directory only). For tests: inject faults with
+    /// [`fault_engine::FaultKv`].
+    pub fn wrap_engine(
+        mut self,
+        wrap: impl Fn(Box<dyn Kv>) -> Box<dyn Kv> + Send + Sync + 'static,
+    ) -> Self {
+        self.wrap_engine = Some(EngineWrapper(Arc::new(wrap)));
+        self
+    }
+
     /// Bind the listeners and start serving.
     pub async fn start(self) -> std::io::Result<Broker> {
         let broker = match &self.storage {
@@ -106,9 +134,13 @@ impl BrokerBuilder {
             Storage::Dir { path, engine } => {
                 let (path, engine) = (path.clone(), *engine);
                 let config = self.config;
+                let wrap = self.wrap_engine.clone();
                 // Opening reads the whole store: keep it off the async workers.
                 tokio::task::spawn_blocking(move || -> Result<_, String> {
-                    let kv = warren_store::open(engine, &path).map_err(|e| e.to_string())?;
+                    let mut kv = warren_store::open(engine, &path).map_err(|e| e.to_string())?;
+                    if let Some(w) = wrap {
+                        kv = (w.0)(kv);
+                    }
                     let recovery = warren_store::Recovery::open(kv).map_err(|e| e.to_string())?;
                     warren_broker::Broker::with_store(config, recovery)
                 })
@@ -121,6 +153,9 @@ impl BrokerBuilder {
             load_definitions(&broker, path).await?;
         }
         warren_broker::memory::spawn_monitor(&broker, Duration::from_secs(1));
+        if let Storage::Dir { path, .. } = &self.storage {
+            warren_broker::disk::spawn_monitor(&broker, path.clone());
+        }
         let mut addrs: Vec<SocketAddr> = self
             .bind
             .iter()

@@ -31,10 +31,16 @@ struct Cli {
     /// Heartbeat interval offered to clients, seconds (0 disables).
     #[arg(long, env = "WARREN_HEARTBEAT", default_value_t = 60)]
     heartbeat: u16,
-    /// Memory alarm threshold: a fraction of RAM (0.4, RabbitMQ's default) or a
-    /// number of bytes; publishers are blocked above it. 0 disables the alarm.
+    /// Memory alarm threshold: a fraction of RAM (0.4, RabbitMQ's default; of
+    /// the cgroup memory limit if smaller) or a number of bytes; publishers are
+    /// blocked above it. 0 disables the alarm.
     #[arg(long, env = "WARREN_MEMORY_HIGH_WATERMARK", default_value = "0.4")]
     memory_high_watermark: f64,
+    /// Disk alarm threshold: publishers are blocked while the data directory's
+    /// filesystem has less free space. Bytes, or with a RabbitMQ unit (50MB,
+    /// 1GB, 500MiB). 0 disables the alarm.
+    #[arg(long, env = "WARREN_DISK_FREE_LIMIT", default_value = "50000000", value_parser = warren_broker::disk::parse_limit)]
+    disk_free_limit: u64,
     /// Directory for durable state (default: $XDG_DATA_HOME/warren or
     /// ~/.local/share/warren; /var/lib/warren when run as a systemd service).
     #[arg(long, env = "WARREN_DATA_DIR")]
@@ -130,6 +136,7 @@ async fn run(cli: Cli) -> std::process::ExitCode {
         max_message_size: cli.max_message_size,
         heartbeat: cli.heartbeat,
         memory_high_watermark: watermark(cli.memory_high_watermark),
+        disk_free_limit: (cli.disk_free_limit > 0).then_some(cli.disk_free_limit),
         default_user: cli.default_user.clone(),
         default_pass: cli.default_pass.clone(),
         default_vhost: cli.default_vhost.clone(),

@@ -61,8 +61,8 @@ pub enum ConnEvent {
     FlowResume,
     /// The queue of a waiting `basic.get` read its head from disk: ask again.
     GetReady { channel: u16 },
-    /// The memory alarm was raised (true) or cleared (false).
-    MemoryAlarm(bool),
+    /// A resource alarm was raised or cleared (see `Broker::alarms`).
+    Alarm,
     /// Close the connection (broker shutdown or an operator's request).
     ForceClose { code: u16, text: String },
 }

@@ -173,9 +173,9 @@ impl Connection {
             && self.waiting_get.is_none()
     }
 
-    /// A publishing connection is not read while the memory alarm is on.
+    /// A publishing connection is not read while a resource alarm is raised.
     fn blocked_by_alarm(&self) -> bool {
-        self.has_published && self.broker.memory_alarm()
+        self.has_published && self.broker.alarms().blocked_reason().is_some()
     }
 
     /// Why the connection ended, for the log.
@@ -432,7 +432,7 @@ impl Connection {
                 key,
                 message,
             } => self.on_direct_reply(channel, key, message),
-            ConnEvent::MemoryAlarm(on) => self.on_memory_alarm(on),
+            ConnEvent::Alarm => self.on_alarm(),
             ConnEvent::FlowResume => self.flow_paused = self.flow_paused.saturating_sub(1),
             ConnEvent::GetReady { channel } => self.retry_get(channel, now),
             ConnEvent::Persisted {
@@ -452,25 +452,30 @@ impl Connection {
     }
 
     /// Tell a publishing client it is blocked (or unblocked), if it understands
-    /// it. As in RabbitMQ, only connections that publish are blocked.
-    pub(super) fn on_memory_alarm(&mut self, on: bool) {
+    /// it. As in RabbitMQ, only connections that publish are blocked, and only
+    /// the change between blocked and unblocked is sent (not a change of reason).
+    pub(super) fn on_alarm(&mut self) {
         if self.phase != Phase::Opened || !self.caps.connection_blocked {
             return;
         }
-        if on && !self.sent_blocked && self.has_published {
-            self.sent_blocked = true;
-            self.send_method(
-                0,
-                AMQPClass::Connection(conn::AMQPMethod::Blocked(conn::Blocked {
-                    reason: "low on memory".into(),
-                })),
-            );
-        } else if !on && self.sent_blocked {
-            self.sent_blocked = false;
-            self.send_method(
-                0,
-                AMQPClass::Connection(conn::AMQPMethod::Unblocked(conn::Unblocked {})),
-            );
+        match self.broker.alarms().blocked_reason() {
+            Some(reason) if !self.sent_blocked && self.has_published => {
+                self.sent_blocked = true;
+                self.send_method(
+                    0,
+                    AMQPClass::Connection(conn::AMQPMethod::Blocked(conn::Blocked {
+                        reason: reason.into(),
+                    })),
+                );
+            }
+            None if self.sent_blocked => {
+                self.sent_blocked = false;
+                self.send_method(
+                    0,
+                    AMQPClass::Connection(conn::AMQPMethod::Unblocked(conn::Unblocked {})),
+                );
+            }
+            _ => {}
         }
     }
 

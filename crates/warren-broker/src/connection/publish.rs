@@ -27,9 +27,7 @@ impl Connection {
         }
         if !self.has_published {
             self.has_published = true;
-            if self.broker.memory_alarm() {
-                self.on_memory_alarm(true);
-            }
+            self.on_alarm();
         }
         self.channel_mut(id)?.content = Content::Header(p);
         Ok(())

@@ -442,7 +442,7 @@ fn memory_alarm_blocks_publishers_that_understand_it() {
     c.handshake_with(0, props);
     c.open_channel(1);
     c.declare(1, "q");
-    b.set_memory_alarm(true);
+    b.set_alarm(crate::alarm::AlarmSource::Memory, true);
     c.pump();
     // Not a publisher yet: nothing is sent, and it is still read.
     assert!(c.methods().is_empty());
@@ -455,11 +455,56 @@ fn memory_alarm_blocks_publishers_that_understand_it() {
     };
     assert!(blocked(&c.methods()));
     assert!(!c.conn.wants_read(), "a blocked publisher is not read");
-    b.set_memory_alarm(false);
+    b.set_alarm(crate::alarm::AlarmSource::Memory, false);
     c.pump();
     assert!(c.methods().iter().any(|(_, m)| matches!(
         m,
         Method::Other(AMQPClass::Connection(conn::AMQPMethod::Unblocked(_)))
     )));
+    assert!(c.conn.wants_read());
+}
+
+#[test]
+fn disk_and_memory_alarms_block_together_and_unblock_when_both_clear() {
+    use crate::alarm::AlarmSource;
+    use amq_protocol::types::AMQPValue;
+    let b = broker();
+    let mut caps = FieldTable::default();
+    caps.insert("connection.blocked".into(), AMQPValue::Boolean(true));
+    let mut props = FieldTable::default();
+    props.insert("capabilities".into(), AMQPValue::FieldTable(caps));
+    let mut c = Client::new(&b);
+    c.handshake_with(0, props);
+    c.open_channel(1);
+    c.declare(1, "q");
+    b.set_alarm(AlarmSource::StoreFailing, true);
+    b.set_alarm(AlarmSource::Memory, true);
+    c.publish(1, "q", b"x");
+    let reasons: Vec<String> = c
+        .methods()
+        .iter()
+        .filter_map(|(_, m)| match m {
+            Method::Other(AMQPClass::Connection(conn::AMQPMethod::Blocked(b))) => {
+                Some(b.reason.to_string())
+            }
+            _ => None,
+        })
+        .collect();
+    assert_eq!(reasons, vec!["low on memory & disk".to_string()]);
+    let unblocked = |ms: &[(u16, Method)]| {
+        ms.iter().any(|(_, m)| {
+            matches!(
+                m,
+                Method::Other(AMQPClass::Connection(conn::AMQPMethod::Unblocked(_)))
+            )
+        })
+    };
+    b.set_alarm(AlarmSource::Memory, false);
+    c.pump();
+    assert!(!unblocked(&c.methods()), "the disk alarm is still raised");
+    assert!(!c.conn.wants_read());
+    b.set_alarm(AlarmSource::StoreFailing, false);
+    c.pump();
+    assert!(unblocked(&c.methods()));
     assert!(c.conn.wants_read());
 }

@@ -36,6 +36,16 @@ pub enum StorageOp {
     Mark { upto: u64 },
 }
 
+/// The completion of a [`StorageOp::Read`], per message.
+#[derive(Debug)]
+pub enum ReadBack {
+    Body(Arc<Message>),
+    /// The store has no such record (or cannot decode it).
+    Missing,
+    /// The store could not be read now: ask again later.
+    Unavailable,
+}
+
 /// A message for a consumer.
 #[derive(Debug)]
 pub struct Delivery<C> {

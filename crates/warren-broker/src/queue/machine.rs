@@ -97,6 +97,8 @@ pub struct QueueMachine<C> {
     pub(super) dying: Vec<(Ready, DeathReason)>,
     /// Records that could not be read back (logged; should stay 0).
     pub unreadable: u64,
+    /// After a failed read: no reads before this time.
+    pub(super) retry_reads_at: Option<Time>,
     // Delivery marks (marks.rs).
     pub(super) mark_durable: u64,
     pub(super) mark_pending: bool,
@@ -121,6 +123,7 @@ impl<C: Slot> QueueMachine<C> {
             syncing: false,
             dying: Vec::new(),
             unreadable: 0,
+            retry_reads_at: None,
             mark_durable: if storage == Storage::Durable {
                 0
             } else {
@@ -366,7 +369,7 @@ impl<C: Slot> QueueMachine<C> {
             return Got::Empty;
         };
         if !head.is_loaded() {
-            self.page_in(out);
+            self.page_in(now, out);
             return Got::Wait;
         }
         let (seq, stored) = (head.seq, head.stored());
@@ -380,7 +383,7 @@ impl<C: Slot> QueueMachine<C> {
         if no_ack {
             out.forget(m.seq, m.stored);
         }
-        self.page_in(out);
+        self.page_in(now, out);
         Got::Message(m, self.ready.len() as u32)
     }
 
@@ -481,10 +484,10 @@ impl<C: Slot> QueueMachine<C> {
             .filter(|_| self.consumers.is_empty())
             .map(|ms| self.last_used.after_ms(ms));
         let expire_queue = unused_until.is_some_and(|t| t <= now);
-        let next = match (head, unused_until) {
-            (Some(a), Some(b)) => Some(a.min(b)),
-            (a, b) => a.or(b),
-        };
+        let next = [head, unused_until, self.retry_reads_at]
+            .into_iter()
+            .flatten()
+            .min();
         self.timer_at = next;
         Tick { next, expire_queue }
     }
@@ -517,7 +520,7 @@ impl<C: Slot> QueueMachine<C> {
             }
             out.deliveries.push(Delivery { consumer, message });
         }
-        self.page_in(out);
+        self.page_in(now, out);
         self.sync_paged(out);
     }
 }

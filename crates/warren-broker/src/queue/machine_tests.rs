@@ -12,7 +12,7 @@ use warren_codec::ContentHeader;
 
 use super::args::QueueArgs;
 use super::consumers::Slot;
-use super::effects::{Effects, StorageOp};
+use super::effects::{Effects, ReadBack, StorageOp};
 use super::machine::{Enqueued, Got, QueueMachine, Storage};
 use super::marks::MARK_AHEAD;
 use super::paging::PAGE_BYTES;
@@ -103,6 +103,8 @@ struct SimStore {
     queue: VecDeque<StorageOp>,
     /// The next syncs fail (a full disk).
     failing: bool,
+    /// The next reads fail (an I/O error).
+    unreadable: bool,
 }
 
 /// A machine, its store, a clock and what its effects delivered.
@@ -193,7 +195,12 @@ impl Sim {
                         .into_iter()
                         .map(|s| {
                             let r = self.store.records.get(&s).or(self.store.spilled.get(&s));
-                            (s, r.cloned())
+                            let r = match r {
+                                _ if self.store.unreadable => ReadBack::Unavailable,
+                                Some(m) => ReadBack::Body(m.clone()),
+                                None => ReadBack::Missing,
+                            };
+                            (s, r)
                         })
                         .collect();
                     self.m.loaded(records, page_in, self.now, &mut out);
@@ -733,4 +740,37 @@ fn random_workloads_lose_no_confirmed_message() {
     }
     // The workload must reach the paths it is here for (bodies only on disk).
     assert!(seeds_that_paged >= 5, "only {seeds_that_paged} seeds paged");
+}
+
+#[test]
+fn a_failed_read_is_retried_later_not_dropped() {
+    let args = QueueArgs {
+        message_ttl: Some(1_000),
+        dead_letter_exchange: Some("dlx".into()),
+        ..QueueArgs::default()
+    };
+    let mut sim = Sim::new(args.clone(), Storage::Durable);
+    let n = 10 * 1024;
+    for i in 0..n {
+        sim.publish(message(i, true, None), false);
+    }
+    sim.serve();
+    sim.crash_and_restore(args);
+    sim.store.unreadable = true;
+    sim.tick(2_000); // everything expires; the paged ones need a read
+    sim.serve();
+    assert_eq!(sim.m.unreadable, 0, "an I/O error is not a lost record");
+    let before = sim.dead.len() as u64;
+    assert!(before < n, "the paged ones wait for the disk");
+    sim.store.unreadable = false;
+    sim.tick(500); // before the retry pause is over: nothing yet
+    sim.serve();
+    assert_eq!(sim.dead.len() as u64, before);
+    sim.tick(1_000);
+    sim.serve();
+    assert_eq!(
+        sim.dead.len() as u64,
+        n,
+        "every message dead-lettered once the disk reads"
+    );
 }

@@ -33,7 +33,7 @@ use std::sync::{Arc, OnceLock, Weak};
 use amq_protocol::types::FieldTable;
 use parking_lot::Mutex;
 use tokio::sync::Notify;
-use warren_store::{MessageRecord, Op, Store};
+use warren_store::{Fetched, MessageRecord, Op, Store};
 
 use crate::connection::handle::{ConnEvent, ConnHandle, ConnectionId};
 use crate::error::AmqpError;
@@ -44,7 +44,7 @@ pub use args::QueueArgs;
 pub use consumers::Slot;
 pub use credit::Credit;
 pub use dead_letter::DeathReason;
-use effects::{Effects, StorageOp};
+use effects::{Effects, ReadBack, StorageOp};
 pub use machine::{ConsumerRefused, ConsumerRemoved, Enqueued, Got, QueueMachine, Storage};
 pub use marks::MARK_AHEAD;
 pub use pressure::{memory_short, set_memory_short};
@@ -364,13 +364,22 @@ impl Queue {
     }
 
     /// Bodies read back from the store.
-    fn on_read(self: &Arc<Self>, records: Vec<(u64, Option<MessageRecord>)>, page_in: bool) {
+    fn on_read(self: &Arc<Self>, records: Vec<(u64, Fetched)>, page_in: bool) {
         self.run(|st, out| {
             let messages = records
                 .into_iter()
                 .map(|(seq, r)| {
-                    let m = r.and_then(|r| records::message_from_record(r, &mut st.last_address));
-                    (seq, m.map(Arc::new))
+                    let m = match r {
+                        Fetched::Found(r) => {
+                            match records::message_from_record(r, &mut st.last_address) {
+                                Some(m) => ReadBack::Body(Arc::new(m)),
+                                None => ReadBack::Missing,
+                            }
+                        }
+                        Fetched::Missing => ReadBack::Missing,
+                        Fetched::Unavailable => ReadBack::Unavailable,
+                    };
+                    (seq, m)
                 })
                 .collect();
             st.machine.loaded(messages, page_in, Time::now(), out)

@@ -17,7 +17,7 @@ use std::sync::Arc;
 
 use super::consumers::Slot;
 use super::dead_letter::DeathReason;
-use super::effects::{Death, Effects, StorageOp};
+use super::effects::{Death, Effects, ReadBack, StorageOp};
 use super::machine::{QueueMachine, Storage};
 use super::ready::{QueuedMessage, Ready, Stored, Time};
 use crate::message::Message;
@@ -26,6 +26,8 @@ use crate::message::Message;
 pub const PAGE_BYTES: u64 = 8 * 1024 * 1024;
 /// Most messages read back per page-in.
 const LOAD_BATCH: usize = 2048;
+/// After a failed read, how long before reading again.
+const READ_RETRY_MS: u64 = 1_000;
 
 impl<C: Slot> QueueMachine<C> {
     /// Whether a new message of `size` body bytes is paged.
@@ -73,7 +75,18 @@ impl<C: Slot> QueueMachine<C> {
 
     /// Read the next bodies from disk when the in-memory part runs low, or
     /// at once when the head itself is on disk.
-    pub(super) fn page_in(&mut self, out: &mut Effects<C>) {
+    pub(super) fn page_in(&mut self, now: Time, out: &mut Effects<C>) {
+        if self.retry_reads_at.is_some_and(|at| now < at) {
+            return;
+        }
+        if self.retry_reads_at.take().is_some() && !self.dying.is_empty() {
+            // Dead messages whose read failed: read them again.
+            let seqs = self.dying.iter().map(|(r, _)| r.seq).collect();
+            out.store(StorageOp::Read {
+                seqs,
+                page_in: false,
+            });
+        }
         if self.loading || self.ready.unloaded == 0 {
             return;
         }
@@ -107,12 +120,21 @@ impl<C: Slot> QueueMachine<C> {
     /// dead messages send them on to dead-lettering.
     pub fn loaded(
         &mut self,
-        records: Vec<(u64, Option<Arc<Message>>)>,
+        records: Vec<(u64, ReadBack)>,
         page_in: bool,
         now: Time,
         out: &mut Effects<C>,
     ) {
         for (seq, message) in records {
+            if let ReadBack::Unavailable = message {
+                // Leave it on disk and try again after a pause (not in a loop
+                // against a failing disk).
+                self.retry_reads_at = Some(now.after_ms(READ_RETRY_MS));
+                if let Some(i) = self.find(seq) {
+                    self.ready.set_loading(i, false);
+                }
+                continue;
+            }
             if let Some(i) = self.dying.iter().position(|(r, _)| r.seq == seq) {
                 let (r, reason) = self.dying.swap_remove(i);
                 self.dead_loaded(r, reason, message, out);
@@ -122,8 +144,8 @@ impl<C: Slot> QueueMachine<C> {
                 continue; // gone meanwhile (purged, expired, deleted)
             };
             match message {
-                Some(m) => self.ready.fill(i, m),
-                None => {
+                ReadBack::Body(m) => self.ready.fill(i, m),
+                ReadBack::Missing | ReadBack::Unavailable => {
                     // The disk lost it: say so and count it rather than wedge the queue.
                     self.unreadable += 1;
                     tracing::error!(
@@ -147,10 +169,10 @@ impl<C: Slot> QueueMachine<C> {
         &mut self,
         mut r: Ready,
         reason: DeathReason,
-        message: Option<Arc<Message>>,
+        message: ReadBack,
         out: &mut Effects<C>,
     ) {
-        let Some(m) = message else {
+        let ReadBack::Body(m) = message else {
             self.unreadable += 1;
             tracing::error!(
                 seq = r.seq,

@@ -308,6 +308,12 @@ impl ReadyList {
         }
     }
 
+    pub fn set_loading(&mut self, i: usize, on: bool) {
+        if let Some(r) = self.entries.get_mut(i) {
+            r.set_loading(on);
+        }
+    }
+
     /// Drop entry `i`'s body from memory (it is on disk).
     pub fn unload(&mut self, i: usize) {
         if let Some(r) = self.entries.get_mut(i) {
