@@ -12,27 +12,9 @@ use amq_protocol::types::{AMQPValue, FieldArray, FieldTable, LongString, ShortSt
 use bytes::Bytes;
 use warren_codec::ContentHeader;
 
-use super::effects::Death;
+use super::effects::{Death, DeathReason};
 use super::Queue;
 use crate::message::{Address, Message};
-
-/// Why a message was dead-lettered (the `reason` in `x-death`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum DeathReason {
-    Rejected,
-    Expired,
-    MaxLen,
-}
-
-impl DeathReason {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            DeathReason::Rejected => "rejected",
-            DeathReason::Expired => "expired",
-            DeathReason::MaxLen => "maxlen",
-        }
-    }
-}
 
 impl Queue {
     /// Republish dead messages to the queue's dead-letter exchange (if it has

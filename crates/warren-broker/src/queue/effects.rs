@@ -11,7 +11,6 @@ use std::sync::Arc;
 
 use smallvec::SmallVec;
 
-use super::dead_letter::DeathReason;
 use super::ready::{QueuedMessage, Stored};
 use crate::message::Message;
 
@@ -51,6 +50,24 @@ pub enum ReadBack {
 pub struct Delivery<C> {
     pub consumer: C,
     pub message: QueuedMessage,
+}
+
+/// Why a message was dead-lettered (the `reason` in `x-death`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DeathReason {
+    Rejected,
+    Expired,
+    MaxLen,
+}
+
+impl DeathReason {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            DeathReason::Rejected => "rejected",
+            DeathReason::Expired => "expired",
+            DeathReason::MaxLen => "maxlen",
+        }
+    }
 }
 
 /// A message that died here (rejected, expired, dropped by a length limit), for

@@ -12,7 +12,7 @@ use std::sync::Arc;
 
 use super::args::{Overflow, QueueArgs};
 use super::consumers::{Consumers, Slot};
-use super::dead_letter::DeathReason;
+use super::effects::DeathReason;
 use super::effects::{Death, Delivery, Effects, StorageOp};
 use super::ready::{QueuedMessage, Ready, ReadyList, Stored, Time};
 use crate::message::Message;

@@ -43,7 +43,7 @@ use crate::vhost::VHost;
 pub use args::QueueArgs;
 pub use consumers::Slot;
 pub use credit::Credit;
-pub use dead_letter::DeathReason;
+pub use effects::DeathReason;
 use effects::{Effects, ReadBack, StorageOp};
 pub use machine::{ConsumerRefused, ConsumerRemoved, Enqueued, Got, QueueMachine, Storage};
 pub use marks::MARK_AHEAD;

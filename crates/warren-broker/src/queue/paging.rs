@@ -16,7 +16,7 @@
 use std::sync::Arc;
 
 use super::consumers::Slot;
-use super::dead_letter::DeathReason;
+use super::effects::DeathReason;
 use super::effects::{Death, Effects, ReadBack, StorageOp};
 use super::machine::{QueueMachine, Storage};
 use super::ready::{QueuedMessage, Ready, Stored, Time};
