@@ -22,7 +22,7 @@ impl Queue {
     /// hold a message (their writes are queued to the store ahead of this
     /// queue's delete) before the source forgets it: at least once. Call
     /// without the lock.
-    pub(super) fn dead_letter(self: &Arc<Self>, deaths: Vec<Death>) {
+    pub(super) fn dead_letter(self: &Arc<Self>, deaths: &mut Vec<Death>) {
         if deaths.is_empty() {
             return;
         }
@@ -33,7 +33,7 @@ impl Queue {
         });
         let routing_key = self.args.dead_letter_routing_key.as_deref();
         let mut targets = Vec::new();
-        for Death { message, reason } in deaths {
+        for Death { message, reason } in deaths.drain(..) {
             if let Some((dlx, vhost, exchange)) = &exchange {
                 match dead_lettered(&message.message, &self.name, reason, dlx, routing_key) {
                     Some(dead) => {

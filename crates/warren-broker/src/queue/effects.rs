@@ -9,8 +9,6 @@
 
 use std::sync::Arc;
 
-use smallvec::SmallVec;
-
 use super::ready::{QueuedMessage, Stored};
 use crate::message::Message;
 
@@ -81,8 +79,8 @@ pub struct Death {
 
 #[derive(Debug)]
 pub struct Effects<C> {
-    pub storage: SmallVec<[StorageOp; 2]>,
-    pub deliveries: SmallVec<[Delivery<C>; 2]>,
+    pub storage: Vec<StorageOp>,
+    pub deliveries: Vec<Delivery<C>>,
     pub deaths: Vec<Death>,
     /// Consumers told their queue is gone.
     pub cancelled: Vec<C>,
@@ -95,8 +93,8 @@ pub struct Effects<C> {
 impl<C> Default for Effects<C> {
     fn default() -> Self {
         Effects {
-            storage: SmallVec::new(),
-            deliveries: SmallVec::new(),
+            storage: Vec::new(),
+            deliveries: Vec::new(),
             deaths: Vec::new(),
             cancelled: Vec::new(),
             wake_timer: false,
@@ -106,6 +104,16 @@ impl<C> Default for Effects<C> {
 }
 
 impl<C> Effects<C> {
+    /// Empty, keeping the capacity (buffers are reused across commands).
+    pub fn clear(&mut self) {
+        self.storage.clear();
+        self.deliveries.clear();
+        self.deaths.clear();
+        self.cancelled.clear();
+        self.wake_timer = false;
+        self.wake_getters = false;
+    }
+
     pub fn store(&mut self, op: StorageOp) {
         self.storage.push(op);
     }

@@ -27,6 +27,7 @@ mod pressure;
 mod ready;
 mod records;
 
+use std::cell::RefCell;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, OnceLock, Weak};
 
@@ -221,7 +222,7 @@ impl Queue {
         self: &Arc<Self>,
         command: impl FnOnce(&mut Locked, &mut Effects<Arc<Consumer>>) -> R,
     ) -> R {
-        let mut out = Effects::default();
+        let mut out = spare_effects();
         let (result, getters) = {
             let mut st = self.state.lock();
             let result = command(&mut st, &mut out);
@@ -235,13 +236,18 @@ impl Queue {
             };
             (result, getters)
         };
-        self.finish(out, getters);
+        self.finish(&mut out, getters);
+        return_effects(out);
         result
     }
 
     /// The effects that run without the lock.
-    fn finish(self: &Arc<Self>, out: Effects<Arc<Consumer>>, getters: Vec<(Arc<ConnHandle>, u16)>) {
-        for d in out.deliveries {
+    fn finish(
+        self: &Arc<Self>,
+        out: &mut Effects<Arc<Consumer>>,
+        getters: Vec<(Arc<ConnHandle>, u16)>,
+    ) {
+        for d in out.deliveries.drain(..) {
             let size = d.message.message.wire_size();
             let ev = ConnEvent::Deliver {
                 channel: d.consumer.channel,
@@ -256,8 +262,8 @@ impl Queue {
                 self.take_back(message, d.consumer.no_ack);
             }
         }
-        self.dead_letter(out.deaths);
-        for c in out.cancelled {
+        self.dead_letter(&mut out.deaths);
+        for c in out.cancelled.drain(..) {
             c.conn.notify(ConnEvent::ConsumerCancelled {
                 channel: c.channel,
                 consumer_tag: c.tag.clone(),
@@ -538,6 +544,30 @@ impl Queue {
             .restore(seq, Arc::new(message), redelivered, Time::now());
         Ok(())
     }
+}
+
+thread_local! {
+    /// Effects buffers kept for the next command on this thread, so that a
+    /// busy queue allocates nothing per command. A pool, not one buffer: a
+    /// command's effects may run further commands (dead-lettering publishes).
+    static SPARE: RefCell<Vec<Effects<Arc<Consumer>>>> = const { RefCell::new(Vec::new()) };
+}
+
+fn spare_effects() -> Effects<Arc<Consumer>> {
+    SPARE
+        .with(|s| s.borrow_mut().pop())
+        .unwrap_or_default()
+}
+
+fn return_effects(mut out: Effects<Arc<Consumer>>) {
+    out.clear();
+    SPARE.with(|s| {
+        let mut s = s.borrow_mut();
+        // Keep a few, and none grown huge by one big burst.
+        if s.len() < 4 && out.deliveries.capacity() <= 4096 {
+            s.push(out);
+        }
+    });
 }
 
 fn forget(store: &Store, queue: u64, seq: u64, stored: Stored) {
