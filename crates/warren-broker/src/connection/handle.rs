@@ -108,9 +108,6 @@ impl ConnHandle {
 
     /// Whether a queue may hand this connection another delivery now.
     pub fn has_room(&self) -> bool {
-        if self.inbox.is_closed() {
-            return false; // the connection is gone
-        }
         let pending =
             self.inbox_bytes.load(Ordering::Relaxed) + self.writer_bytes.load(Ordering::Relaxed);
         if pending < HIGH_WATER {

@@ -9,6 +9,8 @@
 
 use std::sync::Arc;
 
+use smallvec::SmallVec;
+
 use super::ready::{QueuedMessage, Stored};
 use crate::message::Message;
 
@@ -77,10 +79,12 @@ pub struct Death {
     pub reason: DeathReason,
 }
 
+/// Effects live on the caller's stack: the few a publish or an ack makes fit
+/// inline, so a command allocates only for a large batch of deliveries.
 #[derive(Debug)]
 pub struct Effects<C> {
-    pub storage: Vec<StorageOp>,
-    pub deliveries: Vec<Delivery<C>>,
+    pub storage: SmallVec<[StorageOp; 2]>,
+    pub deliveries: SmallVec<[Delivery<C>; 4]>,
     pub deaths: Vec<Death>,
     /// Consumers told their queue is gone.
     pub cancelled: Vec<C>,
@@ -93,8 +97,8 @@ pub struct Effects<C> {
 impl<C> Default for Effects<C> {
     fn default() -> Self {
         Effects {
-            storage: Vec::new(),
-            deliveries: Vec::new(),
+            storage: SmallVec::new(),
+            deliveries: SmallVec::new(),
             deaths: Vec::new(),
             cancelled: Vec::new(),
             wake_timer: false,
@@ -104,16 +108,6 @@ impl<C> Default for Effects<C> {
 }
 
 impl<C> Effects<C> {
-    /// Empty, keeping the capacity (buffers are reused across commands).
-    pub fn clear(&mut self) {
-        self.storage.clear();
-        self.deliveries.clear();
-        self.deaths.clear();
-        self.cancelled.clear();
-        self.wake_timer = false;
-        self.wake_getters = false;
-    }
-
     pub fn store(&mut self, op: StorageOp) {
         self.storage.push(op);
     }

@@ -345,6 +345,16 @@ impl<C: Slot> QueueMachine<C> {
         self.dispatch(now, out);
     }
 
+    /// Put back a message whose delivery failed (its connection is gone),
+    /// without dispatching again.
+    pub fn put_back(&mut self, m: QueuedMessage) {
+        if self.deleted {
+            return;
+        }
+        let p = self.priority_of(&m.message);
+        self.ready.insert(Ready::new(m, p));
+    }
+
     /// Messages acknowledged by a consumer: they leave the queue for good.
     pub fn ack(&mut self, messages: &[QueuedMessage], out: &mut Effects<C>) {
         for m in messages {

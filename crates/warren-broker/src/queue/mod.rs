@@ -27,7 +27,6 @@ mod pressure;
 mod ready;
 mod records;
 
-use std::cell::RefCell;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, OnceLock, Weak};
 
@@ -222,7 +221,7 @@ impl Queue {
         self: &Arc<Self>,
         command: impl FnOnce(&mut Locked, &mut Effects<Arc<Consumer>>) -> R,
     ) -> R {
-        let mut out = spare_effects();
+        let mut out = Effects::default();
         let (result, getters) = {
             let mut st = self.state.lock();
             let result = command(&mut st, &mut out);
@@ -237,7 +236,6 @@ impl Queue {
             (result, getters)
         };
         self.finish(&mut out, getters);
-        return_effects(out);
         result
     }
 
@@ -257,7 +255,9 @@ impl Queue {
                 message: d.message,
             };
             if let Err(ConnEvent::Deliver { message, .. }) = d.consumer.conn.deliver(ev, size) {
-                // The connection is gone (its cleanup removes the consumer).
+                // The connection is gone; its cleanup removes the consumer.
+                // Until then the message waits (no dispatch: it would pick
+                // the same consumer again).
                 d.consumer.unreserve();
                 self.take_back(message, d.consumer.no_ack);
             }
@@ -289,7 +289,7 @@ impl Queue {
                     stored: m.stored,
                 });
             }
-            st.machine.return_undelivered(m, Time::now(), out)
+            st.machine.put_back(m)
         });
     }
 
@@ -544,30 +544,6 @@ impl Queue {
             .restore(seq, Arc::new(message), redelivered, Time::now());
         Ok(())
     }
-}
-
-thread_local! {
-    /// Effects buffers kept for the next command on this thread, so that a
-    /// busy queue allocates nothing per command. A pool, not one buffer: a
-    /// command's effects may run further commands (dead-lettering publishes).
-    static SPARE: RefCell<Vec<Effects<Arc<Consumer>>>> = const { RefCell::new(Vec::new()) };
-}
-
-fn spare_effects() -> Effects<Arc<Consumer>> {
-    SPARE
-        .with(|s| s.borrow_mut().pop())
-        .unwrap_or_default()
-}
-
-fn return_effects(mut out: Effects<Arc<Consumer>>) {
-    out.clear();
-    SPARE.with(|s| {
-        let mut s = s.borrow_mut();
-        // Keep a few, and none grown huge by one big burst.
-        if s.len() < 4 && out.deliveries.capacity() <= 4096 {
-            s.push(out);
-        }
-    });
 }
 
 fn forget(store: &Store, queue: u64, seq: u64, stored: Stored) {
