@@ -80,10 +80,29 @@ async fn basic_get_drains_a_backlog_past_the_window_after_a_restart() {
     let broker = start(dir.path()).await;
     let (_conn, ch) = connect_channel(&broker).await;
     for i in 0..n {
-        let m = get_opts(&ch, "deep", true)
-            .await
-            .unwrap_or_else(|| panic!("message {i} of {n} is there"));
+        // A method pipelined behind a get that waits for the disk is
+        // answered too, after the get.
+        let (m, declared) = within(
+            "a get and a declare pipelined behind it",
+            futures_util::future::join(
+                get_opts(&ch, "deep", true),
+                ch.queue_declare(
+                    "deep".into(),
+                    QueueDeclareOptions {
+                        passive: true,
+                        ..Default::default()
+                    },
+                    FieldTable::default(),
+                ),
+            ),
+        )
+        .await;
+        let m = m.unwrap_or_else(|| panic!("message {i} of {n} is there"));
         assert_eq!(index(&m.delivery.data), i, "in order");
+        assert_eq!(
+            declared.expect("passive declare").message_count(),
+            n - i - 1
+        );
     }
     assert!(get(&ch, "deep").await.is_none());
 }

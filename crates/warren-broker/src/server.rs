@@ -184,9 +184,7 @@ async fn run_connection(broker: Arc<Broker>, stream: TcpStream, peer: SocketAddr
                 }
                 // Frames left unprocessed while the connection waited (a
                 // basic.get reading from disk) go on now.
-                if conn.wants_read() && !rbuf.is_empty() {
-                    conn.handle_input(&mut rbuf, now);
-                }
+                conn.resume_input(&mut rbuf, now);
             }
             _ = tokio::time::sleep_until(sleep_until), if deadline.is_some() => {
                 conn.handle_timeout(Instant::now().into_std());

@@ -111,6 +111,9 @@ pub struct Connection {
     waiting_get: Option<(u16, Method)>,
     /// Bytes handed to the store since the last flow-control barrier (flow.rs).
     unsynced_bytes: usize,
+    /// Input processing stopped mid-buffer (a waiting `basic.get`); cleared
+    /// by [`resume_input`](Self::resume_input).
+    input_paused: bool,
 }
 
 impl Connection {
@@ -151,6 +154,7 @@ impl Connection {
             flow_paused: 0,
             waiting_get: None,
             unsynced_bytes: 0,
+            input_paused: false,
         }
     }
 
@@ -201,12 +205,25 @@ impl Connection {
         Some(self.out.split().freeze())
     }
 
+    /// Frames left in `buf` while input was paused, processed once it may go
+    /// on (nothing new was read, so the heartbeat clock is not touched).
+    pub fn resume_input(&mut self, buf: &mut BytesMut, now: Instant) {
+        if self.input_paused && self.wants_read() {
+            self.input_paused = false;
+            let last_recv = self.last_recv;
+            self.handle_input(buf, now);
+            self.last_recv = last_recv;
+        }
+    }
+
     /// Process every complete frame in `buf`.
     pub fn handle_input(&mut self, buf: &mut BytesMut, now: Instant) {
         self.last_recv = now;
         loop {
             if self.waiting_get.is_some() {
-                break; // the rest waits in `buf` until the get is answered
+                // The rest waits in `buf` until the get is answered.
+                self.input_paused = true;
+                break;
             }
             match self.phase {
                 Phase::Closed => {
