@@ -60,3 +60,29 @@ pub fn prefix_end(prefix: &[u8]) -> Option<Vec<u8>> {
     }
     None
 }
+
+/// An engine that refuses all work after an I/O error until it is reopened
+/// (redb and sled both do).
+pub(crate) trait Reopen {
+    fn is_open(&self) -> bool;
+    fn reopen(&mut self) -> Result<(), StoreError>;
+    fn write(&self, batch: &[KvOp]) -> Result<(), StoreError>;
+}
+
+/// `Kv::apply` for such an engine: reopen first if a failed write closed it,
+/// and close-and-reopen after a failed write, so that the next batch finds
+/// a working engine once the disk works again.
+pub(crate) fn apply_reopening(engine: &mut impl Reopen, batch: &[KvOp]) -> Result<(), StoreError> {
+    if !engine.is_open() {
+        engine
+            .reopen()
+            .map_err(|e| StoreError::Write(format!("reopening after a failed write: {e}")))?;
+    }
+    let result = engine.write(batch);
+    if result.is_err() {
+        if let Err(e) = engine.reopen() {
+            tracing::warn!("reopening the store after a failed write failed, will retry: {e}");
+        }
+    }
+    result
+}

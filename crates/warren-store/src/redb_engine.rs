@@ -106,19 +106,23 @@ fn open_db(path: &Path) -> Result<Database, StoreError> {
     Ok(db)
 }
 
+impl crate::kv::Reopen for RedbKv {
+    fn is_open(&self) -> bool {
+        self.db.is_some()
+    }
+
+    fn reopen(&mut self) -> Result<(), StoreError> {
+        RedbKv::reopen(self)
+    }
+
+    fn write(&self, batch: &[KvOp]) -> Result<(), StoreError> {
+        RedbKv::write(self, batch)
+    }
+}
+
 impl Kv for RedbKv {
     fn apply(&mut self, batch: &[KvOp]) -> Result<(), StoreError> {
-        if self.db.is_none() {
-            self.reopen()
-                .map_err(|e| StoreError::Write(format!("reopening after a failed write: {e}")))?;
-        }
-        let result = self.write(batch);
-        if result.is_err() {
-            if let Err(e) = self.reopen() {
-                tracing::warn!("reopening the store after a failed write failed, will retry: {e}");
-            }
-        }
-        result
+        crate::kv::apply_reopening(self, batch)
     }
 
     fn scan_from(

@@ -126,19 +126,23 @@ fn open_db(path: &Path) -> Result<sled::Db, StoreError> {
     Ok(db)
 }
 
+impl crate::kv::Reopen for SledKv {
+    fn is_open(&self) -> bool {
+        self.db.is_some()
+    }
+
+    fn reopen(&mut self) -> Result<(), StoreError> {
+        SledKv::reopen(self)
+    }
+
+    fn write(&self, batch: &[KvOp]) -> Result<(), StoreError> {
+        SledKv::write(self, batch)
+    }
+}
+
 impl Kv for SledKv {
     fn apply(&mut self, batch: &[KvOp]) -> Result<(), StoreError> {
-        if self.db.is_none() {
-            self.reopen()
-                .map_err(|e| StoreError::Write(format!("reopening after a failed write: {e}")))?;
-        }
-        let result = self.write(batch);
-        if result.is_err() {
-            if let Err(e) = self.reopen() {
-                tracing::warn!("reopening the store after a failed write failed, will retry: {e}");
-            }
-        }
-        result
+        crate::kv::apply_reopening(self, batch)
     }
 
     fn scan_from(
