@@ -6,6 +6,9 @@ use std::collections::VecDeque;
 /// A consumer as the queue machine sees it. The broker's consumer checks its
 /// prefetch credit and its connection's buffer; tests use plain counters.
 pub trait Slot: Clone {
+    /// How a cancel names this consumer.
+    type Key: std::fmt::Debug;
+    fn has_key(&self, key: &Self::Key) -> bool;
     /// Take room for one more delivery, if there is any.
     fn try_reserve(&self) -> bool;
     /// Give back room taken by [`try_reserve`](Slot::try_reserve) and not used.

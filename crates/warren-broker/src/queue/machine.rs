@@ -356,9 +356,9 @@ impl<C: Slot> QueueMachine<C> {
     }
 
     /// Messages acknowledged by a consumer: they leave the queue for good.
-    pub fn ack(&mut self, messages: &[QueuedMessage], out: &mut Effects<C>) {
-        for m in messages {
-            out.forget(m.seq, m.stored);
+    pub fn ack(&mut self, settled: impl IntoIterator<Item = (u64, Stored)>, out: &mut Effects<C>) {
+        for (seq, stored) in settled {
+            out.forget(seq, stored);
         }
     }
 
@@ -426,13 +426,9 @@ impl<C: Slot> QueueMachine<C> {
         Ok(())
     }
 
-    pub fn remove_consumer(
-        &mut self,
-        is: impl Fn(&C) -> bool,
-        now: Time,
-        out: &mut Effects<C>,
-    ) -> ConsumerRemoved {
-        if self.consumers.remove(is) == 0 {
+    /// `basic.cancel` (or the consumer's channel closed).
+    pub fn cancel(&mut self, key: &C::Key, now: Time, out: &mut Effects<C>) -> ConsumerRemoved {
+        if self.consumers.remove(|c| c.has_key(key)) == 0 {
             return ConsumerRemoved::NotFound;
         }
         self.last_used = now;

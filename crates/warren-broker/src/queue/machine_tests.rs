@@ -3,7 +3,7 @@
 //! TTL. A "crash" keeps only what the simulated store made durable.
 
 use std::cell::Cell;
-use std::collections::{BTreeMap, VecDeque};
+use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::rc::Rc;
 use std::sync::Arc;
 
@@ -11,6 +11,7 @@ use bytes::{BufMut, Bytes, BytesMut};
 use warren_codec::ContentHeader;
 
 use super::args::QueueArgs;
+use super::command::{Command, ConsumerCodec, Outcome, Reader};
 use super::consumers::Slot;
 use super::effects::{Effects, ReadBack, StorageOp};
 use super::machine::{Enqueued, Got, QueueMachine, Storage};
@@ -22,6 +23,7 @@ use crate::message::{Address, Message};
 /// A consumer with a prefetch window.
 #[derive(Debug, Clone)]
 struct TestConsumer {
+    id: u32,
     room: Rc<Cell<u32>>,
     no_ack: bool,
     priority: i32,
@@ -29,7 +31,12 @@ struct TestConsumer {
 
 impl TestConsumer {
     fn new(prefetch: u32) -> TestConsumer {
+        thread_local!(static NEXT_ID: Cell<u32> = const { Cell::new(0) });
         TestConsumer {
+            id: NEXT_ID.with(|n| {
+                n.set(n.get() + 1);
+                n.get()
+            }),
             room: Rc::new(Cell::new(prefetch)),
             no_ack: false,
             priority: 0,
@@ -37,7 +44,54 @@ impl TestConsumer {
     }
 }
 
+/// Names test consumers by id in encoded commands. A consumer it has not seen
+/// (a replay) is made from the encoding, with the room it had when it came.
+#[derive(Default)]
+struct TestCodec {
+    consumers: HashMap<u32, TestConsumer>,
+}
+
+impl ConsumerCodec<TestConsumer> for TestCodec {
+    fn put(&self, c: &TestConsumer, out: &mut Vec<u8>) {
+        out.extend_from_slice(&c.id.to_be_bytes());
+        out.extend_from_slice(&c.room.get().to_be_bytes());
+        out.push(c.no_ack as u8);
+        out.extend_from_slice(&(c.priority as u32).to_be_bytes());
+    }
+    fn take(&mut self, r: &mut Reader<'_>) -> Option<TestConsumer> {
+        let (id, room, no_ack, priority) = (r.u32()?, r.u32()?, r.bool()?, r.u32()? as i32);
+        let c = self.consumers.entry(id).or_insert_with(|| TestConsumer {
+            id,
+            room: Rc::new(Cell::new(room)),
+            no_ack,
+            priority,
+        });
+        Some(c.clone())
+    }
+    fn put_key(&self, key: &u32, out: &mut Vec<u8>) {
+        out.extend_from_slice(&key.to_be_bytes());
+    }
+    fn take_key(&mut self, r: &mut Reader<'_>) -> Option<u32> {
+        r.u32()
+    }
+}
+
+/// What a run fed its machine, in order: enough to run it again.
+#[derive(Clone)]
+enum Entry {
+    Command(Time, Bytes),
+    /// The test gave consumer `id` this much room (its credit).
+    Room(u32, u32),
+    /// A crash: a new, empty machine.
+    Restart(Time),
+}
+
 impl Slot for TestConsumer {
+    type Key = u32;
+
+    fn has_key(&self, key: &u32) -> bool {
+        self.id == *key
+    }
     fn try_reserve(&self) -> bool {
         let r = self.room.get();
         if r == 0 {
@@ -119,19 +173,63 @@ struct Sim {
     /// Indexes of the persistent messages whose write reached the store
     /// (what a publisher confirm covers).
     confirmed: Vec<u64>,
+    codec: TestCodec,
+    /// Every input, as encoded (commands go through their encoding).
+    log: Vec<Entry>,
+    /// Each command's outcome and effects, in short.
+    trace: Vec<String>,
+    args: QueueArgs,
+    storage: Storage,
 }
 
 impl Sim {
     fn new(args: QueueArgs, storage: Storage) -> Sim {
         let now = Time(1_000_000_000);
         Sim {
-            m: QueueMachine::new(args, storage, false, now),
+            m: QueueMachine::new(args.clone(), storage, false, now),
             store: SimStore::default(),
             now,
             delivered: Vec::new(),
             dead: Vec::new(),
             acked_log: Vec::new(),
             confirmed: Vec::new(),
+            codec: TestCodec::default(),
+            log: Vec::new(),
+            trace: Vec::new(),
+            args,
+            storage,
+        }
+    }
+
+    /// Run one command through its byte encoding, log it, and take its effects.
+    fn apply(&mut self, command: Command<TestConsumer>) -> (Outcome, Option<QueuedMessage>) {
+        if let Command::Consume { consumer } = &command {
+            self.codec.consumers.insert(consumer.id, consumer.clone());
+        }
+        let mut bytes = Vec::new();
+        command.encode(&self.codec, &mut bytes);
+        let bytes = Bytes::from(bytes);
+        self.log.push(Entry::Command(self.now, bytes.clone()));
+        let command = Command::decode(&bytes, &mut self.codec).expect("a command decodes");
+        let mut out = Effects::default();
+        let (outcome, got) = self.m.apply(command, self.now, &mut out);
+        self.trace.push(summary(&outcome, &got, &out));
+        self.take(out);
+        (outcome, got)
+    }
+
+    /// Give a consumer more room (its credit), as a channel does on ack.
+    fn give_room(&mut self, c: &TestConsumer, room: u32) {
+        c.room.set(room);
+        self.log.push(Entry::Room(c.id, room));
+    }
+
+    /// `basic.get` through the command path.
+    fn get(&mut self, no_ack: bool) -> Got {
+        match self.apply(Command::Get { no_ack }) {
+            (Outcome::Got(Some((_, left))), Some(m)) => Got::Message(m, left),
+            (Outcome::GetWait, _) => Got::Wait,
+            _ => Got::Empty,
         }
     }
 
@@ -156,10 +254,13 @@ impl Sim {
     }
 
     fn publish(&mut self, msg: Arc<Message>, spill: bool) -> Enqueued {
-        let mut out = Effects::default();
-        let r = self.m.publish(msg, self.now, spill, &mut out);
-        self.take(out);
-        r
+        match self.apply(Command::Publish {
+            message: msg,
+            spill,
+        }) {
+            (Outcome::Enqueued(e), _) => e,
+            other => panic!("publish answered {other:?}"),
+        }
     }
 
     /// Serve every storage request, including those their completions cause.
@@ -173,7 +274,6 @@ impl Sim {
             return false;
         };
         {
-            let mut out = Effects::default();
             match op {
                 StorageOp::Write {
                     seq,
@@ -203,60 +303,122 @@ impl Sim {
                             (s, r)
                         })
                         .collect();
-                    self.m.loaded(records, page_in, self.now, &mut out);
+                    self.apply(Command::Loaded { records, page_in });
                 }
                 StorageOp::Sync { upto } => {
                     let ok = !self.store.failing;
-                    self.m.written(upto, ok, self.now, &mut out);
+                    self.apply(Command::Written { upto, ok });
                 }
                 StorageOp::Mark { upto } => {
                     self.store.mark = Some(self.store.mark.map_or(upto, |m| m.max(upto)));
-                    self.m.marked(upto, true, self.now, &mut out);
+                    self.apply(Command::Marked { upto, ok: true });
                 }
             }
-            self.take(out);
         }
         true
     }
 
     fn consume(&mut self, c: TestConsumer) {
-        let mut out = Effects::default();
-        self.m
-            .add_consumer(c, self.now, &mut out)
-            .expect("consumer added");
-        self.take(out);
+        let (outcome, _) = self.apply(Command::Consume { consumer: c });
+        assert_eq!(outcome, Outcome::Consumed(Ok(())));
     }
 
     /// Ack everything delivered so far, give the credit back, and serve.
     fn ack_all(&mut self, c: &TestConsumer) {
         let acked = std::mem::take(&mut self.delivered);
-        let mut out = Effects::default();
-        self.m.ack(&acked, &mut out);
-        c.room.set(c.room.get() + acked.len() as u32);
-        self.m.kick(self.now, &mut out);
-        self.take(out);
+        let settled = acked.iter().map(|m| (m.seq, m.stored)).collect();
+        self.apply(Command::Ack { settled });
+        self.give_room(c, c.room.get() + acked.len() as u32);
+        self.apply(Command::Kick);
         self.serve();
         self.acked_log.extend(acked.iter().map(index));
     }
 
     fn tick(&mut self, ms: u64) {
         self.now = self.now.after_ms(ms);
-        let mut out = Effects::default();
-        self.m.tick(self.now, &mut out);
-        self.take(out);
+        self.apply(Command::Tick);
     }
 
     /// Restart after a crash: a new machine restored from what is on disk.
     fn crash_and_restore(&mut self, args: QueueArgs) {
-        let mut m = QueueMachine::new(args, Storage::Durable, false, self.now);
+        assert_eq!((&args, self.storage), (&self.args, Storage::Durable));
+        self.m = QueueMachine::new(args, Storage::Durable, false, self.now);
+        self.log.push(Entry::Restart(self.now));
         let mark = self.store.mark;
-        for (seq, msg) in &self.store.records {
-            m.restore(*seq, msg.clone(), mark.is_some_and(|u| *seq <= u), self.now);
-        }
+        let records: Vec<(u64, Arc<Message>)> = std::mem::take(&mut self.store.records)
+            .into_iter()
+            .collect();
         self.store.spilled.clear();
         self.store.queue.clear();
-        self.m = m;
+        for (seq, message) in records {
+            self.store.records.insert(seq, message.clone());
+            self.apply(Command::Restore {
+                seq,
+                message,
+                redelivered: mark.is_some_and(|u| seq <= u),
+            });
+        }
     }
+
+    /// Feed a fresh machine (and fresh consumers) the logged inputs; returns
+    /// its trace, which must equal this run's.
+    fn replay(&self) -> Vec<String> {
+        let start = Time(1_000_000_000);
+        let mut m = QueueMachine::new(self.args.clone(), self.storage, false, start);
+        let mut codec = TestCodec::default();
+        let mut trace = Vec::new();
+        for entry in &self.log {
+            match entry {
+                Entry::Command(now, bytes) => {
+                    let command = Command::decode(bytes, &mut codec).expect("decodes");
+                    let mut out = Effects::default();
+                    let (outcome, got) = m.apply(command, *now, &mut out);
+                    trace.push(summary(&outcome, &got, &out));
+                }
+                Entry::Room(id, room) => {
+                    if let Some(c) = codec.consumers.get(id) {
+                        c.room.set(*room);
+                    }
+                }
+                Entry::Restart(now) => {
+                    m = QueueMachine::new(self.args.clone(), self.storage, false, *now);
+                }
+            }
+        }
+        trace
+    }
+}
+
+/// A command's outcome and effects in short: what a replay must reproduce.
+fn summary(outcome: &Outcome, got: &Option<QueuedMessage>, out: &Effects<TestConsumer>) -> String {
+    let storage: Vec<String> = out
+        .storage
+        .iter()
+        .map(|op| match op {
+            StorageOp::Write { seq, stored, .. } => format!("w{seq}{stored:?}"),
+            StorageOp::Forget { seq, .. } => format!("f{seq}"),
+            StorageOp::Read { seqs, page_in } => format!("r{seqs:?}{page_in}"),
+            StorageOp::Sync { upto } => format!("s{upto}"),
+            StorageOp::Mark { upto } => format!("m{upto}"),
+        })
+        .collect();
+    let deliveries: Vec<(u32, u64, bool)> = out
+        .deliveries
+        .iter()
+        .map(|d| (d.consumer.id, d.message.seq, d.message.redelivered))
+        .collect();
+    let deaths: Vec<(u64, &str)> = out
+        .deaths
+        .iter()
+        .map(|d| (d.message.seq, d.reason.as_str()))
+        .collect();
+    format!(
+        "{outcome:?} {:?} {storage:?} {deliveries:?} {deaths:?} {} {} {}",
+        got.as_ref().map(|m| m.seq),
+        out.cancelled.len(),
+        out.wake_timer,
+        out.wake_getters
+    )
 }
 
 fn durable() -> (QueueArgs, Storage) {
@@ -370,10 +532,7 @@ fn get_on_a_paged_head_waits_for_the_read() {
     let (mut got, mut waits_on_disk) = (Vec::new(), 0);
     loop {
         let head_on_disk = sim.m.ready.front().is_some_and(|r| !r.is_loaded());
-        let mut out = Effects::default();
-        let g = sim.m.get(true, sim.now, &mut out);
-        sim.take(out);
-        match g {
+        match sim.get(true) {
             Got::Message(m, _) => got.push(index(&m)),
             Got::Wait => {
                 waits_on_disk += usize::from(head_on_disk);
@@ -493,9 +652,7 @@ fn after_a_crash_only_messages_near_the_head_come_back_redelivered() {
     assert_eq!(sim.delivered.len(), 10);
     sim.crash_and_restore(args);
     let redelivered: Vec<u64> = std::iter::from_fn(|| {
-        let mut out = Effects::default();
-        let got = sim.m.get(true, sim.now, &mut out);
-        sim.take(out);
+        let got = sim.get(true);
         sim.serve();
         match got {
             Got::Message(m, _) => Some(Some(m)),
@@ -560,10 +717,11 @@ fn only_the_single_active_consumer_receives_until_it_leaves() {
         sim.publish(message(i, false, None), false);
     }
     assert_eq!((a.room.get(), b.room.get()), (96, 100));
-    let mut out = Effects::default();
-    let a_room = a.room.clone();
-    sim.m
-        .remove_consumer(|c| Rc::ptr_eq(&c.room, &a_room), sim.now, &mut out);
+    let (outcome, _) = sim.apply(Command::Cancel { key: a.id });
+    assert_eq!(
+        outcome,
+        Outcome::Cancelled(super::machine::ConsumerRemoved::Removed)
+    );
     for i in 4..7 {
         sim.publish(message(i, false, None), false);
     }
@@ -576,15 +734,16 @@ fn requeued_messages_keep_their_position() {
     for i in 0..3 {
         sim.publish(message(i, false, None), false);
     }
-    let mut out = Effects::default();
-    let Got::Message(first, _) = sim.m.get(false, sim.now, &mut out) else {
+    let Got::Message(first, _) = sim.get(false) else {
         panic!("a message")
     };
-    let Got::Message(second, _) = sim.m.get(false, sim.now, &mut out) else {
+    let Got::Message(second, _) = sim.get(false) else {
         panic!("a message")
     };
-    sim.m.requeue([second, first], sim.now, &mut out);
-    let Got::Message(m, left) = sim.m.get(false, sim.now, &mut out) else {
+    sim.apply(Command::Requeue {
+        messages: vec![second, first],
+    });
+    let Got::Message(m, left) = sim.get(false) else {
         panic!("a message")
     };
     assert_eq!((m.seq, m.redelivered, left), (0, true, 2));
@@ -667,18 +826,17 @@ fn random_workloads_lose_no_confirmed_message() {
                 700..=849 => {
                     // Ack (mostly), reject or requeue what was delivered.
                     let batch = std::mem::take(&mut sim.delivered);
-                    c.room.set(c.room.get() + batch.len() as u32);
-                    let mut out = Effects::default();
+                    sim.give_room(&c, c.room.get() + batch.len() as u32);
                     match rng.below(6) {
                         0..=3 => {
                             sim.acked_log.extend(batch.iter().map(index));
-                            sim.m.ack(&batch, &mut out);
+                            let settled = batch.iter().map(|m| (m.seq, m.stored)).collect();
+                            sim.apply(Command::Ack { settled })
                         }
-                        4 => sim.m.reject(batch, &mut out),
-                        _ => sim.m.requeue(batch, sim.now, &mut out),
-                    }
-                    sim.m.kick(sim.now, &mut out);
-                    sim.take(out);
+                        4 => sim.apply(Command::Reject { messages: batch }),
+                        _ => sim.apply(Command::Requeue { messages: batch }),
+                    };
+                    sim.apply(Command::Kick);
                 }
                 850..=998 => sim.tick(rng.below(30)),
                 999 => {
@@ -686,7 +844,7 @@ fn random_workloads_lose_no_confirmed_message() {
                     // flight and unserved requests are gone.
                     crashed = true;
                     sim.delivered.clear();
-                    c.room.set(64);
+                    sim.give_room(&c, 64);
                     sim.crash_and_restore(args.clone());
                     consuming = false;
                 }
@@ -736,6 +894,20 @@ fn random_workloads_lose_no_confirmed_message() {
             sim.m.unreadable, 0,
             "seed {seed}: a record could not be read"
         );
+        // Deterministic and serialisable: the logged commands, applied to a
+        // fresh machine, give the same outcomes and effects, crashes included.
+        let replayed = sim.replay();
+        assert_eq!(
+            replayed.len(),
+            sim.trace.len(),
+            "seed {seed}: replay length"
+        );
+        if let Some(i) = (0..replayed.len()).find(|&i| replayed[i] != sim.trace[i]) {
+            panic!(
+                "seed {seed}: replay differs at command {i}:\n  run:    {}\n  replay: {}",
+                sim.trace[i], replayed[i]
+            );
+        }
         seeds_that_paged += usize::from(paged);
     }
     // The workload must reach the paths it is here for (bodies only on disk).
@@ -773,4 +945,70 @@ fn a_failed_read_is_retried_later_not_dropped() {
         n,
         "every message dead-lettered once the disk reads"
     );
+}
+
+#[test]
+fn a_truncated_or_corrupt_command_is_refused_not_a_panic() {
+    let codec = TestCodec::default();
+    let queued = QueuedMessage {
+        seq: 7,
+        message: message(7, true, Some(2)),
+        redelivered: true,
+        expires_at: Some(Time(42)),
+        stored: Stored::Durable,
+    };
+    let commands: Vec<Command<TestConsumer>> = vec![
+        Command::Publish {
+            message: message(1, true, None),
+            spill: false,
+        },
+        Command::Requeue {
+            messages: vec![queued.clone()],
+        },
+        Command::Ack {
+            settled: vec![(3, Stored::Spilled)],
+        },
+        Command::Consume {
+            consumer: TestConsumer::new(5),
+        },
+        Command::Loaded {
+            records: vec![
+                (1, ReadBack::Body(message(1, false, None))),
+                (2, ReadBack::Missing),
+            ],
+            page_in: true,
+        },
+        Command::Restore {
+            seq: 9,
+            message: message(9, true, None),
+            redelivered: false,
+        },
+    ];
+    let mut rng = Rng(0x1234_5678_9abc_def1);
+    for command in &commands {
+        let mut bytes = Vec::new();
+        command.encode(&codec, &mut bytes);
+        let mut again = Vec::new();
+        let decoded = Command::decode(&Bytes::from(bytes.clone()), &mut TestCodec::default())
+            .expect("the whole encoding decodes");
+        decoded.encode(&codec, &mut again);
+        assert_eq!(bytes, again, "{command:?} round-trips");
+        for cut in 0..bytes.len() {
+            let prefix = Bytes::copy_from_slice(&bytes[..cut]);
+            assert!(
+                Command::decode(&prefix, &mut TestCodec::default()).is_none(),
+                "{command:?} cut at {cut} is refused"
+            );
+        }
+        let mut longer = bytes.clone();
+        longer.push(0);
+        assert!(Command::decode(&Bytes::from(longer), &mut TestCodec::default()).is_none());
+        for _ in 0..200 {
+            let mut corrupt = bytes.clone();
+            let i = rng.below(corrupt.len() as u64) as usize;
+            corrupt[i] ^= 1 << rng.below(8);
+            // Any answer but a panic (or a huge allocation) will do.
+            let _ = Command::decode(&Bytes::from(corrupt), &mut TestCodec::default());
+        }
+    }
 }

@@ -13,6 +13,7 @@
 //! need one (`expiry.rs`).
 
 pub mod args;
+mod command;
 mod consumers;
 mod credit;
 mod dead_letter;
@@ -66,13 +67,20 @@ pub struct Consumer {
     pub priority: i32,
 }
 
-impl Consumer {
-    fn is(&self, conn: ConnectionId, channel: u16, tag: &str) -> bool {
-        self.conn.id == conn && self.channel == channel && &*self.tag == tag
-    }
+/// Names a consumer: its connection, channel and tag.
+#[derive(Debug)]
+pub struct ConsumerKey {
+    pub conn: ConnectionId,
+    pub channel: u16,
+    pub tag: String,
 }
 
 impl Slot for Arc<Consumer> {
+    type Key = ConsumerKey;
+
+    fn has_key(&self, key: &ConsumerKey) -> bool {
+        self.conn.id == key.conn && self.channel == key.channel && *self.tag == *key.tag
+    }
     fn try_reserve(&self) -> bool {
         if !self.conn.has_room() {
             return false;
@@ -436,7 +444,10 @@ impl Queue {
     /// Messages acknowledged by a consumer.
     pub fn ack(self: &Arc<Self>, messages: &[QueuedMessage]) {
         if messages.iter().any(|m| m.stored != Stored::No) {
-            self.run(|st, out| st.machine.ack(messages, out));
+            self.run(|st, out| {
+                let settled = messages.iter().map(|m| (m.seq, m.stored));
+                st.machine.ack(settled, out)
+            });
         }
     }
 
@@ -491,8 +502,12 @@ impl Queue {
         tag: &str,
     ) -> ConsumerRemoved {
         self.run(|st, out| {
-            st.machine
-                .remove_consumer(|c| c.is(conn, channel, tag), Time::now(), out)
+            let key = ConsumerKey {
+                conn,
+                channel,
+                tag: tag.to_owned(),
+            };
+            st.machine.cancel(&key, Time::now(), out)
         })
     }
 
