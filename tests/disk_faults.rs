@@ -175,6 +175,21 @@ async fn a_full_disk_is_not_permanent() {
         )
         .await
         .expect("basic.ack");
+        // A round trip on the same channel: the broker has taken the ack
+        // (frames are handled in order) before it is stopped.
+        within(
+            "queue.declare (passive) after the ack",
+            cons_ch.queue_declare(
+                "q".into(),
+                QueueDeclareOptions {
+                    passive: true,
+                    ..Default::default()
+                },
+                FieldTable::default(),
+            ),
+        )
+        .await
+        .expect("queue.declare-ok");
         drop((_pconn, _cconn));
         broker.shutdown().await;
 

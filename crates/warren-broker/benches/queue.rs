@@ -13,7 +13,8 @@ use bytes::{BufMut, Bytes, BytesMut};
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
 use warren_broker::connection::{ConnEvent, ConnHandle};
 use warren_broker::message::{Address, Message};
-use warren_broker::queue::{Consumer, Credit, Enqueued, Got, Queue, QueueArgs};
+use warren_broker::queue::{Consumer, Credit, Enqueued, Got, Handover, Queue, QueueArgs};
+use warren_broker::vhost::VHost;
 use warren_codec::ContentHeader;
 
 const BODY_LEN: usize = 256;
@@ -43,7 +44,7 @@ fn queue() -> Arc<Queue> {
         None,
         FieldTable::default(),
         QueueArgs::default(),
-        Weak::new(),
+        Weak::<VHost>::new(),
     ))
 }
 
@@ -115,7 +116,7 @@ fn with_one_consumer(c: &mut Criterion) {
                 assert_eq!(q.publish(msg.clone()), Enqueued::Accepted);
                 // What the connection task does with the delivery (short of encoding it).
                 match rx.try_recv() {
-                    Ok(ConnEvent::Deliver { queue, message, .. }) => {
+                    Ok(ConnEvent::Deliver(Handover { queue, message, .. })) => {
                         conn.delivery_taken(message.message.wire_size());
                         if !no_ack {
                             queue.ack(std::slice::from_ref(&message));

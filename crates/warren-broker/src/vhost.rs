@@ -13,13 +13,12 @@ use dashmap::DashMap;
 use parking_lot::Mutex;
 use warren_routing::ExchangeKind;
 
-use crate::connection::handle::ConnectionId;
 use crate::error::{AmqpError, AmqpResult};
 use crate::exchange::{Dest, Exchange};
 use crate::message::Message;
 use crate::persist::{MetaRecord, Persistence};
 use crate::queue::args::{self, QueueType};
-use crate::queue::{Queue, QueueArgs};
+use crate::queue::{ConnectionId, Home, Queue, QueueArgs};
 
 thread_local! {
     /// Scratch space for routing, reused by every publish on this thread.
@@ -108,6 +107,28 @@ pub fn check_queue_name(d: &QueueDecl) -> AmqpResult<()> {
         )));
     }
     Ok(())
+}
+
+/// What a queue asks of its vhost: routing for dead-letters, removal on expiry.
+impl Home for VHost {
+    fn route_dead_letter(
+        &self,
+        exchange: &str,
+        message: &Message,
+        targets: &mut Vec<Arc<Queue>>,
+    ) -> bool {
+        match self.exchange(exchange) {
+            Some(x) => {
+                self.route(&x, message, targets);
+                true
+            }
+            None => false,
+        }
+    }
+
+    fn remove_expired(&self, queue: &Arc<Queue>) {
+        self.drop_queue(queue);
+    }
 }
 
 impl VHost {
@@ -386,7 +407,7 @@ impl VHost {
             d.exclusive.then_some(conn),
             d.arguments.clone(),
             parsed,
-            Arc::downgrade(self),
+            Arc::<VHost>::downgrade(self),
         ));
         if let Some((p, id)) = &stored {
             if q.durable {
@@ -538,7 +559,7 @@ impl VHost {
             None,
             arguments,
             parsed,
-            Arc::downgrade(self),
+            Arc::<VHost>::downgrade(self),
         ));
         q.set_recovered_id(id);
         self.queues.insert(name.to_owned(), q.clone());

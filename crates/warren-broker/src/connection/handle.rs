@@ -1,6 +1,6 @@
 //! What other tasks hold of a connection: its inbox and its flow-control counters.
 //!
-//! Queues deliver by pushing [`ConnEvent::Deliver`] into the owning connection's
+//! Queues deliver (through [`Outlet`]) by pushing [`ConnEvent::Deliver`] into the owning connection's
 //! inbox; the connection assigns delivery tags and encodes frames. Two counters keep
 //! a consumer that does not read its socket from making the broker buffer without
 //! bound: bytes queued in the inbox and bytes handed to the socket writer. Queues stop
@@ -12,7 +12,8 @@ use std::sync::{Arc, OnceLock};
 
 use tokio::sync::mpsc;
 
-use crate::queue::{Queue, QueuedMessage};
+pub use crate::queue::ConnectionId;
+use crate::queue::{Handover, Outlet};
 
 /// Above this many pending outbound bytes a connection gets no more deliveries.
 pub const HIGH_WATER: usize = 1 << 20;
@@ -21,19 +22,11 @@ pub const LOW_WATER: usize = HIGH_WATER / 4;
 /// The connection stops reading its socket while this much output waits to be written.
 pub const READ_STOP: usize = HIGH_WATER * 4;
 
-pub type ConnectionId = u64;
-
 /// Something another task asks a connection to do.
 #[derive(Debug)]
 pub enum ConnEvent {
     /// A queue hands a message to one of this connection's consumers.
-    Deliver {
-        channel: u16,
-        consumer_tag: Arc<str>,
-        no_ack: bool,
-        queue: Arc<Queue>,
-        message: QueuedMessage,
-    },
+    Deliver(Handover),
     /// The queue behind a consumer went away (server-sent basic.cancel).
     ConsumerCancelled {
         channel: u16,
@@ -157,5 +150,36 @@ impl ConnHandle {
     /// Bytes waiting for the socket writer.
     pub fn writer_backlog(&self) -> usize {
         self.writer_bytes.load(Ordering::Relaxed)
+    }
+}
+
+impl Outlet for ConnHandle {
+    fn connection_id(&self) -> ConnectionId {
+        self.id
+    }
+
+    fn has_room_for_delivery(&self) -> bool {
+        self.has_room()
+    }
+
+    fn hand_over(&self, delivery: Handover) -> Result<(), Handover> {
+        let size = delivery.message.message.wire_size();
+        match self.deliver(ConnEvent::Deliver(delivery), size) {
+            Ok(()) => Ok(()),
+            Err(ConnEvent::Deliver(delivery)) => Err(delivery),
+            // `deliver` gives back the event it was given.
+            Err(_) => Ok(()),
+        }
+    }
+
+    fn consumer_cancelled(&self, channel: u16, consumer_tag: Arc<str>) {
+        self.notify(ConnEvent::ConsumerCancelled {
+            channel,
+            consumer_tag,
+        });
+    }
+
+    fn get_ready(&self, channel: u16) {
+        self.notify(ConnEvent::GetReady { channel });
     }
 }

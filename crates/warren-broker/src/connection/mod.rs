@@ -39,7 +39,7 @@ use warren_codec::{decode_method, decode_method_bytes, encode_method, Method, Me
 use crate::broker::Broker;
 use crate::error::AmqpError;
 use crate::message::AddressCache;
-use crate::queue::Queue;
+use crate::queue::{Handover, Queue};
 use crate::vhost::VHost;
 use channel::Channel;
 pub use handle::{ConnEvent, ConnHandle, ConnectionId};
@@ -432,13 +432,13 @@ impl Connection {
     /// Events from queues and the broker.
     pub fn handle_event(&mut self, ev: ConnEvent, now: Instant) {
         match ev {
-            ConnEvent::Deliver {
+            ConnEvent::Deliver(Handover {
                 channel,
                 consumer_tag,
                 no_ack,
                 queue,
                 message,
-            } => self.on_deliver(channel, consumer_tag, no_ack, queue, message),
+            }) => self.on_deliver(channel, consumer_tag, no_ack, queue, message),
             ConnEvent::ConsumerCancelled {
                 channel,
                 consumer_tag,

@@ -26,20 +26,20 @@ impl Queue {
         if deaths.is_empty() {
             return;
         }
-        let exchange = self.args.dead_letter_exchange.as_deref().and_then(|dlx| {
-            let vhost = self.vhost_ref.upgrade()?;
-            let exchange = vhost.exchange(dlx)?;
-            Some((dlx, vhost, exchange))
-        });
+        let exchange = self
+            .args
+            .dead_letter_exchange
+            .as_deref()
+            .and_then(|dlx| Some((dlx, self.vhost_ref.upgrade()?)));
         let routing_key = self.args.dead_letter_routing_key.as_deref();
         let mut targets = Vec::new();
         for Death { message, reason } in deaths.drain(..) {
-            if let Some((dlx, vhost, exchange)) = &exchange {
+            if let Some((dlx, home)) = &exchange {
                 match dead_lettered(&message.message, &self.name, reason, dlx, routing_key) {
                     Some(dead) => {
                         let dead = Arc::new(dead);
                         targets.clear();
-                        vhost.route(exchange, &dead, &mut targets);
+                        home.route_dead_letter(dlx, &dead, &mut targets);
                         for q in &targets {
                             if reason != DeathReason::Rejected && is_cycle(&dead, &q.name) {
                                 tracing::debug!(queue = %q.name, "dead-letter cycle detected; message dropped");

@@ -23,8 +23,8 @@ pub(super) fn spawn(queue: &Arc<Queue>) -> bool {
             let tick = queue.run(|st, out| st.machine.tick(Time::now(), out));
             if tick.expire_queue {
                 tracing::debug!(queue = %queue.name, "queue expired (x-expires)");
-                if let Some(vhost) = queue.vhost_ref.upgrade() {
-                    vhost.drop_queue(&queue);
+                if let Some(home) = queue.vhost_ref.upgrade() {
+                    home.remove_expired(&queue);
                 }
                 return;
             }

@@ -23,6 +23,7 @@ mod machine;
 #[cfg(test)]
 mod machine_tests;
 mod marks;
+mod outlet;
 mod paging;
 mod pressure;
 mod ready;
@@ -36,10 +37,8 @@ use parking_lot::Mutex;
 use tokio::sync::Notify;
 use warren_store::{Fetched, MessageRecord, Op, Store};
 
-use crate::connection::handle::{ConnEvent, ConnHandle, ConnectionId};
 use crate::error::AmqpError;
 use crate::message::{Address, Message};
-use crate::vhost::VHost;
 
 pub use args::QueueArgs;
 pub use consumers::Slot;
@@ -48,6 +47,7 @@ pub use effects::DeathReason;
 use effects::{Effects, ReadBack, StorageOp};
 pub use machine::{ConsumerRefused, ConsumerRemoved, Enqueued, Got, QueueMachine, Storage};
 pub use marks::MARK_AHEAD;
+pub use outlet::{ConnectionId, Handover, Home, Outlet};
 pub use pressure::{memory_short, set_memory_short};
 pub use ready::{QueuedMessage, Stored, Time};
 
@@ -56,7 +56,7 @@ pub use ready::{QueuedMessage, Stored, Time};
 pub struct Consumer {
     pub tag: Arc<str>,
     pub channel: u16,
-    pub conn: Arc<ConnHandle>,
+    pub conn: Arc<dyn Outlet>,
     pub no_ack: bool,
     pub exclusive: bool,
     /// Per-consumer prefetch (`basic.qos global=false`).
@@ -79,10 +79,12 @@ impl Slot for Arc<Consumer> {
     type Key = ConsumerKey;
 
     fn has_key(&self, key: &ConsumerKey) -> bool {
-        self.conn.id == key.conn && self.channel == key.channel && *self.tag == *key.tag
+        self.conn.connection_id() == key.conn
+            && self.channel == key.channel
+            && *self.tag == *key.tag
     }
     fn try_reserve(&self) -> bool {
-        if !self.conn.has_room() {
+        if !self.conn.has_room_for_delivery() {
             return false;
         }
         if self.no_ack {
@@ -125,7 +127,7 @@ type Machine = QueueMachine<Arc<Consumer>>;
 struct Locked {
     machine: Machine,
     /// Connections whose `basic.get` waits for the head to be read or marked.
-    getters: Vec<(Arc<ConnHandle>, u16)>,
+    getters: Vec<(Arc<dyn Outlet>, u16)>,
     /// The address of the last message read back (shared with the next ones
     /// when it is the same, as it was before they were written).
     last_address: Option<Arc<Address>>,
@@ -142,7 +144,7 @@ pub struct Queue {
     pub arguments: FieldTable,
     pub args: QueueArgs,
     /// The vhost, for dead-lettering and expiry (weak: the vhost owns the queue).
-    vhost_ref: Weak<VHost>,
+    vhost_ref: Weak<dyn Home>,
     /// Wakes the timer task when a nearer deadline appears.
     timer: Notify,
     timer_started: AtomicBool,
@@ -165,7 +167,7 @@ impl Queue {
         exclusive_owner: Option<ConnectionId>,
         arguments: FieldTable,
         args: QueueArgs,
-        vhost_ref: Weak<VHost>,
+        vhost_ref: Weak<dyn Home>,
     ) -> Queue {
         let machine = QueueMachine::new(args.clone(), Storage::None, auto_delete, Time::now());
         Queue {
@@ -251,18 +253,17 @@ impl Queue {
     fn finish(
         self: &Arc<Self>,
         out: &mut Effects<Arc<Consumer>>,
-        getters: Vec<(Arc<ConnHandle>, u16)>,
+        getters: Vec<(Arc<dyn Outlet>, u16)>,
     ) {
         for d in out.deliveries.drain(..) {
-            let size = d.message.message.wire_size();
-            let ev = ConnEvent::Deliver {
+            let handover = Handover {
                 channel: d.consumer.channel,
                 consumer_tag: d.consumer.tag.clone(),
                 no_ack: d.consumer.no_ack,
                 queue: self.clone(),
                 message: d.message,
             };
-            if let Err(ConnEvent::Deliver { message, .. }) = d.consumer.conn.deliver(ev, size) {
+            if let Err(Handover { message, .. }) = d.consumer.conn.hand_over(handover) {
                 // The connection is gone; its cleanup removes the consumer.
                 // Until then the message waits (no dispatch: it would pick
                 // the same consumer again).
@@ -272,13 +273,10 @@ impl Queue {
         }
         self.dead_letter(&mut out.deaths);
         for c in out.cancelled.drain(..) {
-            c.conn.notify(ConnEvent::ConsumerCancelled {
-                channel: c.channel,
-                consumer_tag: c.tag.clone(),
-            });
+            c.conn.consumer_cancelled(c.channel, c.tag.clone());
         }
         for (conn, channel) in getters {
-            conn.notify(ConnEvent::GetReady { channel });
+            conn.get_ready(channel);
         }
         if out.wake_timer {
             self.ensure_timer();
@@ -457,12 +455,17 @@ impl Queue {
     }
 
     /// `basic.get` for `conn`'s `channel`. On [`Got::Wait`] the head is being
-    /// read from disk: the connection gets [`ConnEvent::GetReady`] when it may ask again.
-    pub fn get(self: &Arc<Self>, no_ack: bool, conn: &Arc<ConnHandle>, channel: u16) -> Got {
+    /// read from disk: the connection is told ([`Outlet::get_ready`]) when it may ask again.
+    pub fn get<O: Outlet + 'static>(
+        self: &Arc<Self>,
+        no_ack: bool,
+        conn: &Arc<O>,
+        channel: u16,
+    ) -> Got {
         self.run(|st, out| {
             let got = st.machine.get(no_ack, Time::now(), out);
             if matches!(got, Got::Wait) {
-                st.getters.push((conn.clone(), channel));
+                st.getters.push((conn.clone() as Arc<dyn Outlet>, channel));
             }
             got
         })
