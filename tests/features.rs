@@ -134,11 +134,13 @@ async fn invalid_expiration_property_is_406() {
 // rabbit_misc:check_expiry/1 refuses values above 2^32-1 ms (MAX_EXPIRY_TIMER).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 
-async fn expiration_above_the_timer_limit_is_406() {
+async fn expiration_above_ten_years_is_406() {
+    // RabbitMQ 3.10.8 takes up to ten years (315360000000 ms), well past 2^32.
     let broker = start_broker().await;
     let (conn, ch) = connect_channel(&broker).await;
     declare_queue(&ch, "q").await;
-    publish_props(&ch, "", "q", b"max", expiring("4294967295")).await;
+    publish_props(&ch, "", "q", b"2^32", expiring("4294967296")).await;
+    publish_props(&ch, "", "q", b"max", expiring("315360000000")).await;
     let mut errors = Errors::new(&conn);
     within(
         "publish",
@@ -147,7 +149,7 @@ async fn expiration_above_the_timer_limit_is_406() {
             "q".into(),
             Default::default(),
             b"m",
-            expiring("4294967296"),
+            expiring("315360000001"),
         ),
     )
     .await
@@ -158,17 +160,30 @@ async fn expiration_above_the_timer_limit_is_406() {
         &ch,
         &err,
         406,
-        "PRECONDITION_FAILED - invalid expiration '4294967296': {value_too_big,4294967296}",
+        "PRECONDITION_FAILED - invalid expiration '315360000001': {value_too_large,315360000001}",
     )
     .await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 
-async fn ttl_arguments_above_the_timer_limit_are_406() {
+async fn ttl_arguments_above_ten_years_are_406() {
     let broker = start_broker().await;
-    let (conn, _ch) = connect_channel(&broker).await;
+    let (conn, ch) = connect_channel(&broker).await;
     for arg in ["x-message-ttl", "x-expires"] {
+        within(
+            "queue.declare past 2^32 ms",
+            ch.queue_declare(
+                "q.long".into(),
+                QueueDeclareOptions::default(),
+                table([(arg, AMQPValue::LongLongInt(315_360_000_000))]),
+            ),
+        )
+        .await
+        .expect("ten years is accepted");
+        ch.queue_delete("q.long".into(), Default::default())
+            .await
+            .expect("queue.delete");
         let ch = open_channel(&conn).await;
         let err = expect_err(
             arg,
@@ -177,7 +192,7 @@ async fn ttl_arguments_above_the_timer_limit_are_406() {
                 ch.queue_declare(
                     "q.args".into(),
                     QueueDeclareOptions::default(),
-                    table([(arg, AMQPValue::LongLongInt(4_294_967_296))]),
+                    table([(arg, AMQPValue::LongLongInt(315_360_000_001))]),
                 ),
             )
             .await,
@@ -187,7 +202,7 @@ async fn ttl_arguments_above_the_timer_limit_are_406() {
             &ch,
             &err,
             406,
-            &format!("PRECONDITION_FAILED - invalid arg '{arg}' for queue 'q.args' in vhost '/': {{value_too_big,4294967296}}"),
+            &format!("PRECONDITION_FAILED - invalid arg '{arg}' for queue 'q.args' in vhost '/': {{value_too_large,315360000001}}"),
         )
         .await;
     }

@@ -308,11 +308,11 @@ impl Broker {
         }
     }
 
-    /// Log once that quorum queues are served as classic ones.
+    /// Log once that quorum queues live on this node only.
     pub fn note_quorum_declared(&self) {
         if !self.warned_quorum.swap(true, Ordering::Relaxed) {
-            tracing::warn!(
-                "a queue was declared with x-queue-type=quorum; Warren serves it with classic queue semantics (no replication, no delivery-limit yet)"
+            tracing::info!(
+                "a quorum queue was declared; on a single node its messages are kept on disk but not replicated"
             );
         }
     }

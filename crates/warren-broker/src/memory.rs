@@ -80,11 +80,17 @@ pub fn spawn_monitor(broker: &Arc<Broker>, period: Duration) {
     let weak: Weak<Broker> = Arc::downgrade(broker);
     tokio::spawn(async move {
         let mut tick = tokio::time::interval(period);
+        // Memory pressure is set on a change only: a process-wide flag, so
+        // another broker in the same process (tests) does not undo it.
+        let mut short = crate::queue::memory_short();
         loop {
             tick.tick().await;
             let Some(broker) = weak.upgrade() else { return };
             if let Some(rss) = resident_memory() {
-                crate::queue::set_memory_short(rss > limit / 2);
+                if (rss > limit / 2) != short {
+                    short = !short;
+                    crate::queue::set_memory_short(short);
+                }
                 broker.set_alarm(AlarmSource::Memory, rss > limit);
             }
         }

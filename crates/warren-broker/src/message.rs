@@ -2,6 +2,8 @@
 
 use std::sync::Arc;
 
+use amq_protocol::frame::WriteContext;
+use amq_protocol::protocol::basic::gen_properties;
 use amq_protocol::types::AMQPValue;
 use bytes::Bytes;
 use warren_codec::{Content, ContentHeader};
@@ -64,6 +66,24 @@ impl Message {
             + self.routing_key().len()
             + self.exchange().len()
             + 64
+    }
+
+    /// The content header with one header field set (replaced if present):
+    /// the property flags and other properties are re-encoded as they were.
+    /// `None` if the header cannot be decoded or encoded.
+    pub fn header_with(&self, key: &str, value: AMQPValue) -> Option<Vec<u8>> {
+        let props = self.content.properties()?;
+        let mut headers = props.headers().clone().unwrap_or_default();
+        headers.insert(key.into(), value);
+        let props = props.with_headers(headers);
+        let mut raw = Vec::with_capacity(self.content.header().len() + key.len() + 16);
+        raw.extend_from_slice(&60u16.to_be_bytes());
+        raw.extend_from_slice(&0u16.to_be_bytes());
+        raw.extend_from_slice(&(self.content.body().len() as u64).to_be_bytes());
+        let (raw, _) = gen_properties(&props)(WriteContext::from(raw))
+            .ok()?
+            .into_inner();
+        Some(raw)
     }
 
     /// The routing key, then any `CC`/`BCC` keys.

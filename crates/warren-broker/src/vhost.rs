@@ -376,12 +376,13 @@ impl VHost {
         let what = self.queue_res(&d.name);
         let parsed = QueueArgs::parse(&d.arguments, &what)?;
         if parsed.queue_type != QueueType::Classic {
-            let bad = if !d.durable {
-                Some("non-durable")
+            // RabbitMQ's order: auto-delete, then exclusive, then durable.
+            let bad = if d.auto_delete {
+                Some("auto-delete")
             } else if d.exclusive {
                 Some("exclusive-owner")
-            } else if d.auto_delete {
-                Some("auto-delete")
+            } else if !d.durable {
+                Some("non-durable")
             } else {
                 None
             };
@@ -452,7 +453,7 @@ impl VHost {
                 "cannot obtain exclusive access to locked {what}. It could be originally declared on another connection or the exclusive property value does not match that of the original declaration."
             )));
         }
-        args::check_equivalent(&q.arguments, &d.arguments, &what)
+        args::check_equivalent(q.args.queue_type, &q.arguments, &d.arguments, &what)
     }
 
     /// Delete a queue; returns the number of messages it held.

@@ -68,7 +68,7 @@ pub fn queue(vhost: &str, q: &std::sync::Arc<Queue>) -> Value {
         "auto_delete": q.auto_delete,
         "exclusive": q.exclusive_owner.is_some(),
         "arguments": table(&q.arguments),
-        "type": "classic",
+        "type": q.args.queue_type.as_str(),
         "node": NODE,
         "state": "running",
         "messages": messages,

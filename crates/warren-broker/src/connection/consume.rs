@@ -13,6 +13,7 @@ use super::Connection;
 use crate::access::{Perm, Resource};
 use crate::error::{AmqpError, AmqpResult};
 use crate::names;
+use crate::queue::args::QueueType;
 use crate::queue::{Consumer, Credit, Got, Queue, QueuedMessage};
 
 impl Connection {
@@ -78,6 +79,12 @@ impl Connection {
         if chan.consumers.contains_key(&tag) {
             return Err(AmqpError::not_allowed(format!(
                 "attempt to reuse consumer tag '{tag}'"
+            )));
+        }
+        if queue.args.queue_type == QueueType::Quorum && chan.channel_credit.limit() > 0 {
+            return Err(AmqpError::not_implemented(format!(
+                "queue '{}' in vhost '{}' does not support global qos",
+                queue.name, queue.vhost
             )));
         }
         let credit = Arc::new(Credit::new(chan.consumer_prefetch));
@@ -181,6 +188,7 @@ impl Connection {
         chan.next_delivery_tag += 1;
         let m = message.message.clone();
         let redelivered = message.redelivered;
+        let header = message.wire_header().into_owned();
         if !g.no_ack {
             chan.unacked.insert(
                 tag,
@@ -200,13 +208,7 @@ impl Connection {
             m.routing_key(),
             remaining,
         );
-        hot::encode_content(
-            &mut self.out,
-            id,
-            m.content.header(),
-            m.content.body(),
-            frame_max,
-        );
+        hot::encode_content(&mut self.out, id, &header, m.content.body(), frame_max);
         Ok(())
     }
 

@@ -51,7 +51,7 @@ impl Connection {
         hot::encode_content(
             &mut self.out,
             channel,
-            m.content.header(),
+            &message.wire_header(),
             m.content.body(),
             frame_max,
         );

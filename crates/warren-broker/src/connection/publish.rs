@@ -402,8 +402,8 @@ impl Connection {
     }
 }
 
-/// The largest TTL RabbitMQ accepts (its timers' limit), in milliseconds.
-const MAX_EXPIRY_TIMER: i64 = 4_294_967_295;
+/// The longest expiration RabbitMQ 3.10.8 accepts: ten years, in milliseconds.
+const MAX_EXPIRY: i64 = 315_360_000_000;
 
 /// RabbitMQ's check of the `expiration` property: a non-negative integer of milliseconds.
 fn check_expiration(exp: &str) -> AmqpResult<()> {
@@ -417,7 +417,7 @@ fn check_expiration(exp: &str) -> AmqpResult<()> {
         Err(_) => "no_integer".to_string(),
         Ok(_) if !rest.is_empty() => format!("{{leftover_string,\"{rest}\"}}"),
         Ok(n) if n < 0 => format!("{{value_negative,{n}}}"),
-        Ok(n) if n > MAX_EXPIRY_TIMER => format!("{{value_too_big,{n}}}"),
+        Ok(n) if n > MAX_EXPIRY => format!("{{value_too_large,{n}}}"),
         Ok(_) => return Ok(()),
     };
     Err(AmqpError::precondition_failed(format!(

@@ -130,6 +130,17 @@ impl Connection {
         let vhost = self.vhost()?;
         let requested = strip_cr_lf(d.queue.as_str());
         let server_named = requested.is_empty() && !d.passive;
+        if server_named {
+            // Only classic queues may be server-named (RabbitMQ checks this first).
+            if let Some(t @ (QueueType::Quorum | QueueType::Stream)) =
+                QueueType::declared(&d.arguments)
+            {
+                return Err(AmqpError::precondition_failed(format!(
+                    "Cannot declare a server-named queue for type {}",
+                    t.module()
+                )));
+            }
+        }
         // A passive declare of '' looks for a queue named '' (and finds none):
         // the "last declared queue" shortcut does not apply to declare.
         let name = if server_named {

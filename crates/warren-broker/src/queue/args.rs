@@ -10,10 +10,95 @@ use crate::error::AmqpError;
 pub enum QueueType {
     #[default]
     Classic,
-    /// Accepted with classic semantics until quorum queues land.
+    /// A quorum queue (on one node: every message is kept on disk).
     Quorum,
     /// Refused at declare time until streams land.
     Stream,
+}
+
+impl QueueType {
+    /// RabbitMQ's module for the type, as its error texts name it.
+    pub fn module(self) -> &'static str {
+        match self {
+            QueueType::Classic => "rabbit_classic_queue",
+            QueueType::Quorum => "rabbit_quorum_queue",
+            QueueType::Stream => "rabbit_stream_queue",
+        }
+    }
+
+    /// The name in `x-queue-type` and the management API.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            QueueType::Classic => "classic",
+            QueueType::Quorum => "quorum",
+            QueueType::Stream => "stream",
+        }
+    }
+
+    /// The declare arguments this type takes (RabbitMQ 3.10.8's
+    /// `capabilities()`): they are validated, and compared on a redeclare.
+    /// An argument another type takes is refused; any other is ignored.
+    pub fn arguments(self) -> &'static [&'static str] {
+        match self {
+            QueueType::Classic => &[
+                "x-expires",
+                "x-message-ttl",
+                "x-dead-letter-exchange",
+                "x-dead-letter-routing-key",
+                "x-max-length",
+                "x-max-length-bytes",
+                "x-max-priority",
+                "x-overflow",
+                "x-queue-mode",
+                "x-queue-version",
+                "x-single-active-consumer",
+                "x-queue-type",
+                "x-queue-master-locator",
+            ],
+            QueueType::Quorum => &[
+                "x-dead-letter-exchange",
+                "x-dead-letter-routing-key",
+                "x-dead-letter-strategy",
+                "x-expires",
+                "x-max-length",
+                "x-max-length-bytes",
+                "x-max-in-memory-length",
+                "x-max-in-memory-bytes",
+                "x-overflow",
+                "x-single-active-consumer",
+                "x-queue-type",
+                "x-quorum-initial-group-size",
+                "x-delivery-limit",
+                "x-message-ttl",
+                "x-queue-leader-locator",
+            ],
+            QueueType::Stream => &[
+                "x-max-length-bytes",
+                "x-queue-type",
+                "x-max-age",
+                "x-stream-max-segment-size-bytes",
+                "x-initial-cluster-size",
+                "x-queue-leader-locator",
+            ],
+        }
+    }
+
+    fn takes(self, key: &str) -> bool {
+        self.arguments().contains(&key)
+    }
+
+    /// The type a declare asks for, if `x-queue-type` names one.
+    pub fn declared(table: &FieldTable) -> Option<QueueType> {
+        match table.inner().get("x-queue-type") {
+            None => Some(QueueType::Classic),
+            Some(v) => match string(v)?.as_str() {
+                "classic" => Some(QueueType::Classic),
+                "quorum" => Some(QueueType::Quorum),
+                "stream" => Some(QueueType::Stream),
+                _ => None,
+            },
+        }
+    }
 }
 
 /// Overflow behaviour (`x-overflow`).
@@ -38,25 +123,36 @@ pub struct QueueArgs {
     pub max_priority: Option<u8>,
     pub overflow: Overflow,
     pub single_active_consumer: bool,
+    /// Quorum queues: how many times a message may be returned before it is
+    /// dropped or dead-lettered (`x-delivery-limit`).
+    pub delivery_limit: Option<u64>,
 }
 
-/// The largest TTL RabbitMQ accepts (its timers' limit), in milliseconds.
-const MAX_EXPIRY_TIMER: i128 = 4_294_967_295;
+/// The longest TTL or expiry RabbitMQ accepts: ten years, in milliseconds.
+const MAX_EXPIRY: i128 = 315_360_000_000;
 
-/// Keys compared when a queue is declared again (RabbitMQ's declare-args list).
-const EQUIVALENCE_KEYS: &[&str] = &[
+/// Declare arguments in the order RabbitMQ validates them (`declare_args()`),
+/// so that a declare with several bad ones gets the same error.
+const VALIDATION_ORDER: &[&str] = &[
     "x-expires",
     "x-message-ttl",
     "x-dead-letter-exchange",
     "x-dead-letter-routing-key",
+    "x-dead-letter-strategy",
     "x-max-length",
     "x-max-length-bytes",
+    "x-max-in-memory-length",
+    "x-max-in-memory-bytes",
     "x-max-priority",
     "x-overflow",
     "x-queue-mode",
-    "x-queue-type",
-    "x-single-active-consumer",
     "x-queue-version",
+    "x-single-active-consumer",
+    "x-quorum-initial-group-size",
+    "x-max-age",
+    "x-stream-max-segment-size-bytes",
+    "x-initial-cluster-size",
+    "x-queue-leader-locator",
 ];
 
 /// Erlang's name for a field-table value type, as RabbitMQ prints it.
@@ -99,129 +195,223 @@ fn string(v: &AMQPValue) -> Option<String> {
 }
 
 impl QueueArgs {
-    /// Validate declare arguments. `what` is RabbitMQ's resource name, e.g. `queue 'q' in vhost '/'`.
+    /// Validate declare arguments as RabbitMQ 3.10.8 does: `x-queue-type`
+    /// first, then the arguments the type takes in RabbitMQ's order, then
+    /// arguments only other types take. `what` is RabbitMQ's resource name,
+    /// e.g. `queue 'q' in vhost '/'`.
     pub fn parse(table: &FieldTable, what: &str) -> Result<QueueArgs, AmqpError> {
-        let mut a = QueueArgs::default();
-        for (key, value) in table.inner() {
+        let args = table.inner();
+        let queue_type = match args.get("x-queue-type") {
+            None => QueueType::Classic,
+            Some(v) => {
+                let invalid = |reason: String| {
+                    AmqpError::precondition_failed(format!(
+                        "invalid arg 'x-queue-type' for {what}: {reason}"
+                    ))
+                };
+                let s = string(v)
+                    .ok_or_else(|| invalid(format!("{{unacceptable_type,{}}}", type_name(v))))?;
+                QueueType::declared(table)
+                    .ok_or_else(|| invalid(format!("\"unsupported queue type '{s}'\"")))?
+            }
+        };
+        let mut a = QueueArgs {
+            queue_type,
+            ..QueueArgs::default()
+        };
+        for key in VALIDATION_ORDER {
+            if !queue_type.takes(key) {
+                continue;
+            }
+            if let Some(value) = args.get(*key) {
+                a.take(key, value, table, what)?;
+            }
+        }
+        if let Some(v) = args.get("x-delivery-limit").and_then(integer) {
+            // RabbitMQ validates no value here; a negative one means none.
+            a.delivery_limit = u64::try_from(v).ok();
+        }
+        for key in args.keys() {
             let key = key.as_str();
-            let invalid = |reason: String| {
-                AmqpError::precondition_failed(format!("invalid arg '{key}' for {what}: {reason}"))
-            };
-            let unacceptable = || invalid(format!("{{unacceptable_type,{}}}", type_name(value)));
-            let not_integer = || invalid(format!("\"expected integer, got {}\"", type_name(value)));
-            let bad_type = || {
-                AmqpError::precondition_failed(format!(
-                    "invalid type '{}' for arg '{key}' in {what}",
-                    type_name(value)
-                ))
-            };
-            match key {
-                "x-message-ttl" => {
-                    let n = integer(value).ok_or_else(not_integer)?;
-                    if n < 0 {
-                        return Err(invalid(format!("{{value_negative,{n}}}")));
-                    }
-                    if n > MAX_EXPIRY_TIMER {
-                        return Err(invalid(format!("{{value_too_big,{n}}}")));
-                    }
-                    a.message_ttl = Some(n as u64);
-                }
-                "x-expires" => {
-                    let n = integer(value).ok_or_else(not_integer)?;
-                    if n == 0 {
-                        return Err(invalid(format!("{{value_zero,{n}}}")));
-                    }
-                    if n < 0 {
-                        return Err(invalid(format!("{{value_negative,{n}}}")));
-                    }
-                    if n > MAX_EXPIRY_TIMER {
-                        return Err(invalid(format!("{{value_too_big,{n}}}")));
-                    }
-                    a.expires = Some(n as u64);
-                }
-                "x-max-length" | "x-max-length-bytes" => {
-                    let n = integer(value).ok_or_else(not_integer)?;
-                    if n < 0 {
-                        return Err(invalid(format!("{{value_negative,{n}}}")));
-                    }
-                    if key == "x-max-length" {
-                        a.max_length = Some(n as u64);
-                    } else {
-                        a.max_length_bytes = Some(n as u64);
-                    }
-                }
-                "x-max-priority" => {
-                    let n = integer(value).ok_or_else(not_integer)?;
-                    if n < 0 {
-                        return Err(invalid(format!("{{value_negative,{n}}}")));
-                    }
-                    if n > 255 {
-                        return Err(invalid(format!("{{max_value_exceeded,{n}}}")));
-                    }
-                    a.max_priority = Some(n as u8);
-                }
-                "x-dead-letter-exchange" => {
-                    a.dead_letter_exchange = Some(string(value).ok_or_else(bad_type)?);
-                }
-                "x-dead-letter-routing-key" => {
-                    a.dead_letter_routing_key = Some(string(value).ok_or_else(bad_type)?);
-                }
-                "x-overflow" => {
-                    let s = string(value).ok_or_else(unacceptable)?;
-                    a.overflow = match s.as_str() {
-                        "drop-head" => Overflow::DropHead,
-                        "reject-publish" => Overflow::RejectPublish,
-                        "reject-publish-dlx" => Overflow::RejectPublishDlx,
-                        _ => return Err(invalid("invalid_overflow".to_string())),
-                    };
-                }
-                "x-queue-mode" => {
-                    let s = string(value).ok_or_else(unacceptable)?;
-                    if s != "default" && s != "lazy" {
-                        return Err(invalid(format!("\"unsupported queue mode '{s}'\"")));
-                    }
-                }
-                "x-single-active-consumer" => match value {
-                    AMQPValue::Boolean(b) => a.single_active_consumer = *b,
-                    _ => return Err(unacceptable()),
-                },
-                "x-queue-type" => {
-                    let s = string(value).ok_or_else(unacceptable)?;
-                    a.queue_type = match s.as_str() {
-                        "classic" => QueueType::Classic,
-                        "quorum" => QueueType::Quorum,
-                        "stream" => QueueType::Stream,
-                        _ => return Err(invalid(format!("\"unsupported queue type '{s}'\""))),
-                    };
-                }
-                _ => {}
+            let known = [QueueType::Classic, QueueType::Quorum, QueueType::Stream]
+                .iter()
+                .any(|t| t.takes(key));
+            if known && !queue_type.takes(key) {
+                return Err(AmqpError::precondition_failed(format!(
+                    "invalid arg '{key}' for {what} of queue type {}",
+                    queue_type.module()
+                )));
             }
-        }
-        if a.queue_type == QueueType::Classic {
-            for key in ["x-max-in-memory-length", "x-max-in-memory-bytes"] {
-                if table.contains_key(key) {
-                    return Err(AmqpError::precondition_failed(format!(
-                        "invalid arg '{key}' for {what} of queue type rabbit_classic_queue"
-                    )));
-                }
-            }
-        }
-        if a.dead_letter_routing_key.is_some() && a.dead_letter_exchange.is_none() {
-            return Err(AmqpError::precondition_failed(format!(
-                "invalid arg 'x-dead-letter-routing-key' for {what}: routing_key_but_no_dlx_defined"
-            )));
         }
         Ok(a)
     }
+
+    /// Validate one argument the queue's type takes, and keep what the
+    /// broker uses of it.
+    fn take(
+        &mut self,
+        key: &str,
+        value: &AMQPValue,
+        table: &FieldTable,
+        what: &str,
+    ) -> Result<(), AmqpError> {
+        let invalid = |reason: String| {
+            AmqpError::precondition_failed(format!("invalid arg '{key}' for {what}: {reason}"))
+        };
+        let unacceptable = || invalid(format!("{{unacceptable_type,{}}}", type_name(value)));
+        let integer_value = || {
+            integer(value)
+                .ok_or_else(|| invalid(format!("\"expected integer, got {}\"", type_name(value))))
+        };
+        let non_negative = || {
+            let n = integer_value()?;
+            if n < 0 {
+                return Err(invalid(format!("{{value_negative,{n}}}")));
+            }
+            Ok(n as u64)
+        };
+        let expiry = |n: i128| {
+            if n < 0 {
+                Err(invalid(format!("{{value_negative,{n}}}")))
+            } else if n > MAX_EXPIRY {
+                Err(invalid(format!("{{value_too_large,{n}}}")))
+            } else {
+                Ok(n as u64)
+            }
+        };
+        let one_of = |choices: &[&str], error: &str| {
+            let s = string(value).ok_or_else(unacceptable)?;
+            if choices.contains(&s.as_str()) {
+                Ok(s)
+            } else {
+                Err(invalid(error.to_string()))
+            }
+        };
+        match key {
+            "x-expires" => {
+                let n = integer_value()?;
+                if n == 0 {
+                    return Err(invalid(format!("{{value_zero,{n}}}")));
+                }
+                self.expires = Some(expiry(n)?);
+            }
+            "x-message-ttl" => self.message_ttl = Some(expiry(integer_value()?)?),
+            "x-dead-letter-exchange" => {
+                self.dead_letter_exchange = Some(string(value).ok_or_else(|| {
+                    AmqpError::precondition_failed(format!(
+                        "invalid type '{}' for arg '{key}' in {what}",
+                        type_name(value)
+                    ))
+                })?);
+            }
+            "x-dead-letter-routing-key" => {
+                let rk = string(value).ok_or_else(|| {
+                    AmqpError::precondition_failed(format!(
+                        "invalid type '{}' for arg '{key}' in {what}",
+                        type_name(value)
+                    ))
+                })?;
+                if !table.contains_key("x-dead-letter-exchange") {
+                    return Err(invalid("routing_key_but_no_dlx_defined".into()));
+                }
+                self.dead_letter_routing_key = Some(rk);
+            }
+            "x-dead-letter-strategy" => {
+                // Dead-lettering is at least once for every queue here, so
+                // both strategies behave the same (see the README).
+                one_of(&["at-most-once", "at-least-once"], "invalid_dlx_strategy")?;
+            }
+            "x-max-length" => self.max_length = Some(non_negative()?),
+            "x-max-length-bytes" => self.max_length_bytes = Some(non_negative()?),
+            "x-max-in-memory-length"
+            | "x-max-in-memory-bytes"
+            | "x-stream-max-segment-size-bytes" => {
+                non_negative()?;
+            }
+            "x-max-priority" => {
+                let n = non_negative()?;
+                if n > 255 {
+                    return Err(invalid(format!("{{max_value_exceeded,{n}}}")));
+                }
+                self.max_priority = Some(n as u8);
+            }
+            "x-overflow" => {
+                let s = one_of(
+                    &["drop-head", "reject-publish", "reject-publish-dlx"],
+                    "invalid_overflow",
+                )?;
+                self.overflow = match s.as_str() {
+                    "reject-publish" => Overflow::RejectPublish,
+                    "reject-publish-dlx" => Overflow::RejectPublishDlx,
+                    _ => Overflow::DropHead,
+                };
+            }
+            "x-queue-mode" => {
+                let s = string(value).ok_or_else(unacceptable)?;
+                if s != "default" && s != "lazy" {
+                    return Err(invalid(format!("\"unsupported queue mode '{s}'\"")));
+                }
+            }
+            "x-queue-version" => {
+                let n = non_negative()?;
+                if n != 1 && n != 2 {
+                    return Err(invalid(format!("\"unsupported queue version '{n}'\"")));
+                }
+            }
+            "x-single-active-consumer" => match value {
+                AMQPValue::Boolean(b) => self.single_active_consumer = *b,
+                _ => return Err(unacceptable()),
+            },
+            "x-quorum-initial-group-size" | "x-initial-cluster-size" => {
+                let size = non_negative()?;
+                if size == 0 {
+                    return Err(invalid("{value_zero,0}".into()));
+                }
+            }
+            "x-max-age" => {
+                let s = string(value).ok_or_else(unacceptable)?;
+                if max_age_ms(&s).is_none() {
+                    return Err(invalid("invalid_max_age".into()));
+                }
+            }
+            "x-queue-leader-locator" => {
+                one_of(
+                    &["client-local", "balanced", "random", "least-leaders"],
+                    "invalid_queue_locator_arg",
+                )?;
+            }
+            _ => {}
+        }
+        Ok(())
+    }
 }
 
-/// Compare the arguments of a redeclare with those the queue was created with.
+/// A stream's `x-max-age` (`"7D"`, `"1h"`, ...) in milliseconds: a positive
+/// number and one unit of Y, M, D, h, m, s.
+pub fn max_age_ms(s: &str) -> Option<u64> {
+    let digits = s.bytes().take_while(u8::is_ascii_digit).count();
+    let n: u64 = s[..digits].parse().ok().filter(|n| *n > 0)?;
+    let unit: u64 = match &s[digits..] {
+        "Y" => 365 * 86_400_000,
+        "M" => 30 * 86_400_000,
+        "D" => 86_400_000,
+        "h" => 3_600_000,
+        "m" => 60_000,
+        "s" => 1_000,
+        _ => return None,
+    };
+    n.checked_mul(unit)
+}
+
+/// Compare the arguments of a redeclare with those the queue was created
+/// with: the ones its type takes.
 pub fn check_equivalent(
+    queue_type: QueueType,
     current: &FieldTable,
     received: &FieldTable,
     what: &str,
 ) -> Result<(), AmqpError> {
-    check_equivalent_keys(current, received, what, EQUIVALENCE_KEYS)
+    check_equivalent_keys(current, received, what, queue_type.arguments())
 }
 
 /// Compare the given argument keys of a redeclare.
@@ -332,17 +522,18 @@ mod tests {
     fn equivalence_reports_both_sides() {
         let what = "queue 'q' in vhost '/'";
         let cur = table(&[("x-message-ttl", AMQPValue::LongInt(1000))]);
-        let e = check_equivalent(&cur, &FieldTable::default(), what).unwrap_err();
+        let e =
+            check_equivalent(QueueType::Classic, &cur, &FieldTable::default(), what).unwrap_err();
         assert_eq!(
             e.text,
             "PRECONDITION_FAILED - inequivalent arg 'x-message-ttl' for queue 'q' in vhost '/': received none but current is the value '1000' of type 'signedint'"
         );
-        assert!(check_equivalent(&cur, &cur.clone(), what).is_ok());
+        assert!(check_equivalent(QueueType::Classic, &cur, &cur.clone(), what).is_ok());
         // Unknown keys are not compared.
         let other = table(&[
             ("x-message-ttl", AMQPValue::LongInt(1000)),
             ("foo", AMQPValue::Boolean(true)),
         ]);
-        assert!(check_equivalent(&cur, &other, what).is_ok());
+        assert!(check_equivalent(QueueType::Classic, &cur, &other, what).is_ok());
     }
 }

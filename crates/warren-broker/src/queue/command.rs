@@ -308,6 +308,13 @@ fn put_queued(out: &mut Vec<u8>, m: &QueuedMessage) {
         None => out.push(0),
     }
     out.push(stored_code(m.stored));
+    match m.delivery_count {
+        Some(n) => {
+            out.push(1);
+            put_u32(out, n);
+        }
+        None => out.push(0),
+    }
     put_message(out, &m.message);
 }
 
@@ -320,6 +327,7 @@ fn take_queued(r: &mut Reader<'_>) -> Option<QueuedMessage> {
         None
     };
     let stored = take_stored(r)?;
+    let delivery_count = if r.bool()? { Some(r.u32()?) } else { None };
     let message = take_message(r)?;
     Some(QueuedMessage {
         seq,
@@ -327,6 +335,7 @@ fn take_queued(r: &mut Reader<'_>) -> Option<QueuedMessage> {
         redelivered,
         expires_at,
         stored,
+        delivery_count,
     })
 }
 

@@ -58,6 +58,8 @@ pub enum DeathReason {
     Rejected,
     Expired,
     MaxLen,
+    /// Returned more often than the quorum queue's `x-delivery-limit`.
+    DeliveryLimit,
 }
 
 impl DeathReason {
@@ -66,6 +68,7 @@ impl DeathReason {
             DeathReason::Rejected => "rejected",
             DeathReason::Expired => "expired",
             DeathReason::MaxLen => "maxlen",
+            DeathReason::DeliveryLimit => "delivery_limit",
         }
     }
 }

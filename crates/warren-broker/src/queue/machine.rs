@@ -7,10 +7,10 @@
 //! `machine_tests.rs` drives it with a simulated store and a virtual clock.
 //! Paging is in `paging.rs`, delivery marks in `marks.rs`.
 
-use std::collections::VecDeque;
+use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
 
-use super::args::{Overflow, QueueArgs};
+use super::args::{Overflow, QueueArgs, QueueType};
 use super::consumers::{Consumers, Slot};
 use super::effects::DeathReason;
 use super::effects::{Death, Delivery, Effects, StorageOp};
@@ -103,6 +103,9 @@ pub struct QueueMachine<C> {
     pub(super) mark_durable: u64,
     pub(super) mark_pending: bool,
     pub(super) delivered_max: Option<u64>,
+    /// Quorum queues: how often each returned message came back (the rest
+    /// were never returned). Not kept across a restart.
+    returns: HashMap<u64, u32>,
 }
 
 impl<C: Slot> QueueMachine<C> {
@@ -131,6 +134,7 @@ impl<C: Slot> QueueMachine<C> {
             },
             mark_pending: false,
             delivered_max: None,
+            returns: HashMap::new(),
         }
     }
 
@@ -160,8 +164,29 @@ impl<C: Slot> QueueMachine<C> {
     }
 
     /// Whether a message is written to disk as a persistent record here.
+    /// A quorum queue keeps every message, whatever its delivery mode.
     pub fn persists(&self, message: &Message) -> bool {
-        self.storage == Storage::Durable && message.content.is_persistent()
+        self.storage == Storage::Durable
+            && (message.content.is_persistent() || self.counts_deliveries())
+    }
+
+    /// Quorum queues count how often a message was returned.
+    fn counts_deliveries(&self) -> bool {
+        self.args.queue_type == QueueType::Quorum
+    }
+
+    /// A message leaves the ready list for a consumer: it carries its count.
+    fn stamp(&mut self, m: &mut QueuedMessage) {
+        if self.counts_deliveries() {
+            m.delivery_count = Some(self.returns.remove(&m.seq).unwrap_or(0));
+        }
+    }
+
+    /// A message goes back to the ready list with this count.
+    fn remember_count(&mut self, m: &QueuedMessage) {
+        if let Some(n) = m.delivery_count.filter(|n| *n > 0) {
+            self.returns.insert(m.seq, n);
+        }
     }
 
     /// A message's priority in this queue (capped at the maximum, as in RabbitMQ).
@@ -234,6 +259,7 @@ impl<C: Slot> QueueMachine<C> {
                 redelivered: false,
                 expires_at,
                 stored,
+                delivery_count: None,
             },
             priority,
         );
@@ -290,6 +316,9 @@ impl<C: Slot> QueueMachine<C> {
     /// A message left the ready list without a consumer's ack: dead-letter it
     /// (reading its body first if it is on disk), or forget it.
     pub(super) fn die(&mut self, r: Ready, reason: DeathReason, out: &mut Effects<C>) {
+        if !self.returns.is_empty() {
+            self.returns.remove(&r.seq);
+        }
         if self.args.dead_letter_exchange.is_none() {
             out.forget(r.seq, r.stored());
             return;
@@ -327,8 +356,23 @@ impl<C: Slot> QueueMachine<C> {
         }
         for mut m in messages {
             m.redelivered = true;
-            self.note_deadline(m.expires_at, out);
             let p = self.priority_of(&m.message);
+            if let Some(n) = m.delivery_count {
+                // A quorum queue drops (or dead-letters) a message returned
+                // more often than its delivery limit.
+                let n = n.saturating_add(1);
+                m.delivery_count = Some(n);
+                if self
+                    .args
+                    .delivery_limit
+                    .is_some_and(|limit| u64::from(n) > limit)
+                {
+                    self.die(Ready::new(m, p), DeathReason::DeliveryLimit, out);
+                    continue;
+                }
+                self.remember_count(&m);
+            }
+            self.note_deadline(m.expires_at, out);
             self.ready.insert(Ready::new(m, p));
         }
         self.dispatch(now, out);
@@ -340,6 +384,7 @@ impl<C: Slot> QueueMachine<C> {
         if self.deleted {
             return;
         }
+        self.remember_count(&m);
         let p = self.priority_of(&m.message);
         self.ready.insert(Ready::new(m, p));
         self.dispatch(now, out);
@@ -351,6 +396,7 @@ impl<C: Slot> QueueMachine<C> {
         if self.deleted {
             return;
         }
+        self.remember_count(&m);
         let p = self.priority_of(&m.message);
         self.ready.insert(Ready::new(m, p));
     }
@@ -386,9 +432,10 @@ impl<C: Slot> QueueMachine<C> {
         if !self.may_deliver(seq, stored, out) {
             return Got::Wait;
         }
-        let Some(Ok(m)) = self.ready.pop_front().map(Ready::into_queued) else {
+        let Some(Ok(mut m)) = self.ready.pop_front().map(Ready::into_queued) else {
             return Got::Empty;
         };
+        self.stamp(&mut m);
         self.note_delivered(&m);
         if no_ack {
             out.forget(m.seq, m.stored);
@@ -456,6 +503,7 @@ impl<C: Slot> QueueMachine<C> {
             }
         }
         self.paged.clear();
+        self.returns.clear();
         n
     }
 
@@ -467,6 +515,7 @@ impl<C: Slot> QueueMachine<C> {
         self.ready.drain().for_each(drop);
         self.paged.clear();
         self.dying.clear();
+        self.returns.clear();
         out.cancelled.extend(self.consumers.drain());
         out.wake_getters = true;
         n
@@ -515,10 +564,11 @@ impl<C: Slot> QueueMachine<C> {
             let Some(consumer) = self.consumers.next(single_active) else {
                 break;
             };
-            let Some(Ok(message)) = self.ready.pop_front().map(Ready::into_queued) else {
+            let Some(Ok(mut message)) = self.ready.pop_front().map(Ready::into_queued) else {
                 consumer.unreserve();
                 break;
             };
+            self.stamp(&mut message);
             self.note_delivered(&message);
             if consumer.no_ack() {
                 // Delivered without ack: it has left the queue for good.

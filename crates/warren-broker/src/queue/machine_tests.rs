@@ -956,6 +956,7 @@ fn a_truncated_or_corrupt_command_is_refused_not_a_panic() {
         redelivered: true,
         expires_at: Some(Time(42)),
         stored: Stored::Durable,
+        delivery_count: Some(3),
     };
     let commands: Vec<Command<TestConsumer>> = vec![
         Command::Publish {
@@ -1011,4 +1012,39 @@ fn a_truncated_or_corrupt_command_is_refused_not_a_panic() {
             let _ = Command::decode(&Bytes::from(corrupt), &mut TestCodec::default());
         }
     }
+}
+
+#[test]
+fn a_quorum_queue_counts_returns_and_dead_letters_past_its_delivery_limit() {
+    let args = QueueArgs {
+        queue_type: super::args::QueueType::Quorum,
+        delivery_limit: Some(1),
+        dead_letter_exchange: Some("dlx".into()),
+        ..QueueArgs::default()
+    };
+    let mut sim = Sim::new(args, Storage::Durable);
+    sim.publish(message(0, false, None), false);
+    sim.serve();
+    assert_eq!(
+        sim.store.records.len(),
+        1,
+        "a transient message is kept on disk"
+    );
+    let mut counts = Vec::new();
+    for _ in 0..6 {
+        let m = match sim.get(false) {
+            Got::Message(m, _) => m,
+            // Its delivery mark is being written.
+            Got::Wait => {
+                sim.serve();
+                continue;
+            }
+            Got::Empty => break,
+        };
+        counts.push(m.delivery_count);
+        sim.apply(Command::Requeue { messages: vec![m] });
+    }
+    assert_eq!(counts, [Some(0), Some(1)]);
+    assert_eq!(sim.dead.len(), 1, "the second return passes the limit of 1");
+    assert_eq!(sim.m.message_count(), 0);
 }

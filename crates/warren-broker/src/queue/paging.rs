@@ -217,6 +217,7 @@ impl<C: Slot> QueueMachine<C> {
                 redelivered,
                 expires_at,
                 stored: Stored::Durable,
+                delivery_count: None,
             },
             priority,
         );

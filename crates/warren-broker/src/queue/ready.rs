@@ -60,6 +60,25 @@ pub struct QueuedMessage {
     /// Where its record is in the store, which must forget it when it leaves
     /// the queue for good.
     pub stored: Stored,
+    /// Quorum queues: how many times it was returned before this delivery
+    /// (sent as the `x-delivery-count` header). `None` in other queues.
+    pub delivery_count: Option<u32>,
+}
+
+impl QueuedMessage {
+    /// The content header to send: the publisher's bytes, with
+    /// `x-delivery-count` set when the queue counts deliveries.
+    pub fn wire_header(&self) -> std::borrow::Cow<'_, [u8]> {
+        use amq_protocol::types::AMQPValue;
+        let header = self.message.content.header();
+        match self.delivery_count {
+            None => header.into(),
+            Some(n) => self
+                .message
+                .header_with("x-delivery-count", AMQPValue::LongLongInt(i64::from(n)))
+                .map_or(header.into(), Into::into),
+        }
+    }
 }
 
 /// Whether, and how, a message has a record in the store.
@@ -178,6 +197,7 @@ impl Ready {
                 redelivered,
                 expires_at,
                 stored,
+                delivery_count: None,
             }),
             None => Err(self),
         }
