@@ -113,7 +113,10 @@ cmd_start() {
         log "management port $mgmt_port is already in use"; exit 1
     fi
     echo '[rabbitmq_management].' > "$STATE_DIR/enabled_plugins"
-    echo '[].' > "$STATE_DIR/advanced.config"
+    # A short consumer timeout (checked on a short channel tick) so that the
+    # consumer-timeout scenario runs in seconds; warren.sh passes the same.
+    echo '[{rabbit, [{consumer_timeout, 5000}, {channel_tick_interval, 500}]}].' \
+        > "$STATE_DIR/advanced.config"
     cat > "$STATE_DIR/rabbitmq.conf" <<EOF
 listeners.tcp.default = 127.0.0.1:$port
 management.tcp.ip = 127.0.0.1

@@ -8,7 +8,8 @@
 #   rabbitmq-compat/warren.sh status
 #
 # `start` runs `$COMPAT_WARREN_BIN --port PORT --bind 127.0.0.1 --data-dir
-# $COMPAT_WARREN_DIR/data EXTRA...` in its own session (so a scenario's
+# $COMPAT_WARREN_DIR/data --consumer-timeout 5000 EXTRA...` (the consumer
+# timeout rabbitmq.sh gives RabbitMQ) in its own session (so a scenario's
 # process group can be killed without touching it) with a fresh, empty data
 # dir, remembers the command line and waits until the port accepts TCP
 # connections.  `restart` stops that process with SIGTERM (Warren closes every
@@ -131,7 +132,8 @@ cmd_start() {
     : > "$LOG"
     echo "$port" > "$STATE_DIR/port"
     printf '%s\0' "$(cd "$(dirname "$BIN")" && pwd)/$(basename "$BIN")" \
-        --port "$port" --bind 127.0.0.1 --data-dir "$STATE_DIR/data" "$@" > "$STATE_DIR/cmdline"
+        --port "$port" --bind 127.0.0.1 --data-dir "$STATE_DIR/data" \
+        --consumer-timeout 5000 "$@" > "$STATE_DIR/cmdline"
     launch || { terminate; exit 1; }
     log "warren up on amqp://guest:guest@127.0.0.1:$port/ (pid $(cat "$STATE_DIR/pid"), data $STATE_DIR/data, log $LOG)"
 }

@@ -27,6 +27,10 @@ pub struct Config {
     pub max_message_size: u64,
     /// Time allowed from TCP accept to connection.open-ok.
     pub handshake_timeout: Duration,
+    /// A delivery not acknowledged within this time closes its channel with
+    /// 406 and requeues its messages (RabbitMQ's `consumer_timeout`, 30 min);
+    /// `None` never times out.
+    pub consumer_timeout: Option<Duration>,
     /// The user, password and vhost created on first start, when the store is
     /// new (RabbitMQ's `default_user`, `default_pass`, `default_vhost`); the
     /// user gets the `administrator` tag and full permissions on the vhost.
@@ -56,6 +60,7 @@ impl Default for Config {
             heartbeat: 60,
             max_message_size: 128 * 1024 * 1024,
             handshake_timeout: Duration::from_secs(10),
+            consumer_timeout: Some(Duration::from_secs(30 * 60)),
             default_user: "guest".into(),
             default_pass: "guest".into(),
             default_vhost: "/".into(),

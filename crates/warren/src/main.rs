@@ -31,6 +31,10 @@ struct Cli {
     /// Heartbeat interval offered to clients, seconds (0 disables).
     #[arg(long, env = "WARREN_HEARTBEAT", default_value_t = 60)]
     heartbeat: u16,
+    /// A delivery not acknowledged within this many milliseconds closes its
+    /// channel with 406 and requeues it (RabbitMQ's consumer_timeout). 0 disables.
+    #[arg(long, env = "WARREN_CONSUMER_TIMEOUT", default_value_t = 1_800_000)]
+    consumer_timeout: u64,
     /// Memory alarm threshold: a fraction of RAM (0.4, RabbitMQ's default; of
     /// the cgroup memory limit if smaller) or a number of bytes; publishers are
     /// blocked above it. 0 disables the alarm.
@@ -135,6 +139,8 @@ async fn run(cli: Cli) -> std::process::ExitCode {
     let config = warren::Config {
         max_message_size: cli.max_message_size,
         heartbeat: cli.heartbeat,
+        consumer_timeout: (cli.consumer_timeout > 0)
+            .then(|| std::time::Duration::from_millis(cli.consumer_timeout)),
         memory_high_watermark: watermark(cli.memory_high_watermark),
         disk_free_limit: (cli.disk_free_limit > 0).then_some(cli.disk_free_limit),
         default_user: cli.default_user.clone(),

@@ -157,3 +157,4 @@ def quorum_consumers(ctx):
     with ctx.error("consume with global qos"):
         ch2.basic_consume(q, lambda *a: None)
     ch.queue_delete(q)
+

@@ -23,6 +23,8 @@ pub(super) struct Unacked {
     pub message: QueuedMessage,
     /// The consumer's prefetch credit (None for basic.get).
     pub credit: Option<Arc<Credit>>,
+    /// When it was sent, for the consumer timeout.
+    pub delivered_at: Instant,
 }
 
 /// The channel's direct reply-to consumer.
@@ -226,7 +228,7 @@ impl Connection {
             }
             Method::Other(AMQPClass::Exchange(m)) => self.on_exchange_method(id, m),
             Method::Other(AMQPClass::Queue(m)) => self.on_queue_method(id, m),
-            Method::Other(AMQPClass::Basic(m)) => self.on_basic_method(id, m),
+            Method::Other(AMQPClass::Basic(m)) => self.on_basic_method(id, m, now),
             Method::Other(AMQPClass::Confirm(confirm::AMQPMethod::Select(s))) => {
                 self.on_confirm_select(id, s.nowait)
             }
@@ -337,11 +339,11 @@ impl Connection {
     }
 
     /// Dispatch to the per-class handlers of the other files.
-    fn on_basic_method(&mut self, id: u16, m: basic::AMQPMethod) -> AmqpResult<()> {
+    fn on_basic_method(&mut self, id: u16, m: basic::AMQPMethod, now: Instant) -> AmqpResult<()> {
         match m {
             basic::AMQPMethod::Consume(c) => self.on_consume(id, c),
             basic::AMQPMethod::Cancel(c) => self.on_cancel(id, c),
-            basic::AMQPMethod::Get(g) => self.on_get(id, g),
+            basic::AMQPMethod::Get(g) => self.on_get(id, g, now),
             basic::AMQPMethod::Recover(r) => self.on_recover(id, r.requeue, true),
             basic::AMQPMethod::RecoverAsync(r) => self.on_recover(id, r.requeue, false),
             _ => Err(AmqpError::command_invalid("unimplemented method")),

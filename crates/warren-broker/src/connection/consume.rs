@@ -162,7 +162,7 @@ impl Connection {
         }
     }
 
-    pub(super) fn on_get(&mut self, id: u16, g: basic::Get) -> AmqpResult<()> {
+    pub(super) fn on_get(&mut self, id: u16, g: basic::Get, now: Instant) -> AmqpResult<()> {
         let vhost = self.vhost()?;
         let name = self.resolve_queue_name(id, g.queue.as_str())?;
         self.permit(Perm::Read, Resource::Queue, &name)?;
@@ -188,7 +188,7 @@ impl Connection {
         chan.next_delivery_tag += 1;
         let m = message.message.clone();
         let redelivered = message.redelivered;
-        let header = message.wire_header().into_owned();
+        let header = message.wire_header(true).into_owned();
         if !g.no_ack {
             chan.unacked.insert(
                 tag,
@@ -196,6 +196,7 @@ impl Connection {
                     queue,
                     message,
                     credit: None,
+                    delivered_at: now,
                 },
             );
         }

@@ -1,6 +1,7 @@
 //! Events from queues: deliveries, server-sent cancels, and resuming after back-pressure.
 
 use std::sync::Arc;
+use std::time::Instant;
 
 use amq_protocol::protocol::{basic, AMQPClass};
 use amq_protocol::types::ShortString;
@@ -18,6 +19,7 @@ impl Connection {
         no_ack: bool,
         queue: Arc<Queue>,
         message: QueuedMessage,
+        now: Instant,
     ) {
         self.handle.delivery_taken(message.message.wire_size());
         let frame_max = self.frame_max;
@@ -51,7 +53,7 @@ impl Connection {
         hot::encode_content(
             &mut self.out,
             channel,
-            &message.wire_header(),
+            &message.wire_header(false),
             m.content.body(),
             frame_max,
         );
@@ -63,6 +65,7 @@ impl Connection {
                     queue,
                     message,
                     credit,
+                    delivered_at: now,
                 },
             );
         }

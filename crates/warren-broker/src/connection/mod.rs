@@ -438,7 +438,7 @@ impl Connection {
                 no_ack,
                 queue,
                 message,
-            }) => self.on_deliver(channel, consumer_tag, no_ack, queue, message),
+            }) => self.on_deliver(channel, consumer_tag, no_ack, queue, message, now),
             ConnEvent::ConsumerCancelled {
                 channel,
                 consumer_tag,
@@ -502,11 +502,14 @@ impl Connection {
             Phase::Closed => None,
             Phase::Closing => self.close_deadline,
             Phase::Opened => {
-                if self.heartbeat == 0 {
-                    return None;
-                }
-                let hb = Duration::from_secs(self.heartbeat as u64);
-                Some((self.last_send + hb / 2).min(self.last_recv + hb * 2))
+                let heartbeat = (self.heartbeat > 0).then(|| {
+                    let hb = Duration::from_secs(self.heartbeat as u64);
+                    (self.last_send + hb / 2).min(self.last_recv + hb * 2)
+                });
+                [heartbeat, self.consumer_deadline().map(|(_, at)| at)]
+                    .into_iter()
+                    .flatten()
+                    .min()
             }
             _ => Some(self.started + self.broker.config.handshake_timeout),
         }
@@ -521,7 +524,8 @@ impl Connection {
                 }
             }
             Phase::Opened => {
-                if self.heartbeat == 0 {
+                self.expire_deliveries(now);
+                if self.heartbeat == 0 || self.phase != Phase::Opened {
                     return;
                 }
                 let hb = Duration::from_secs(self.heartbeat as u64);
@@ -547,6 +551,46 @@ impl Connection {
                     self.phase = Phase::Closed;
                 }
             }
+        }
+    }
+
+    /// The channel whose oldest unacknowledged delivery times out first, and when.
+    fn consumer_deadline(&self) -> Option<(u16, Instant)> {
+        let timeout = self.broker.config.consumer_timeout?;
+        self.channels
+            .iter()
+            .filter(|(_, c)| !c.closing)
+            .filter_map(|(id, c)| {
+                let (_, oldest) = c.unacked.first_key_value()?;
+                Some((*id, oldest.delivered_at + timeout))
+            })
+            .min_by_key(|(_, at)| *at)
+    }
+
+    /// Close, as RabbitMQ does, each channel holding a delivery unacknowledged
+    /// past the consumer timeout; closing requeues its messages.
+    fn expire_deliveries(&mut self, now: Instant) {
+        let Some(timeout) = self.broker.config.consumer_timeout else {
+            return;
+        };
+        while let Some((id, at)) = self.consumer_deadline() {
+            if at > now {
+                return;
+            }
+            tracing::warn!(
+                conn = self.id(),
+                channel = id,
+                "a consumer on channel {id} timed out waiting for a delivery acknowledgement ({} ms); closing the channel",
+                timeout.as_millis()
+            );
+            self.fail(
+                id,
+                AmqpError::precondition_failed(format!(
+                    "delivery acknowledgement on channel {id} timed out. Timeout value used: {} ms. This timeout value can be configured, see consumers doc guide to learn more",
+                    timeout.as_millis()
+                )),
+                now,
+            );
         }
     }
 

@@ -508,3 +508,53 @@ fn disk_and_memory_alarms_block_together_and_unblock_when_both_clear() {
     assert!(unblocked(&c.methods()));
     assert!(c.conn.wants_read());
 }
+
+#[test]
+fn a_delivery_unacked_past_the_consumer_timeout_closes_its_channel_and_requeues() {
+    let b = Broker::new(Config {
+        consumer_timeout: Some(Duration::from_secs(5)),
+        ..Config::default()
+    });
+    let mut c = Client::new(&b);
+    c.handshake(0);
+    c.open_channel(1);
+    c.open_channel(2);
+    c.declare(1, "q");
+    c.publish(1, "q", b"x");
+    c.send(
+        1,
+        AMQPClass::Basic(basic::AMQPMethod::Consume(basic::Consume {
+            queue: "q".into(),
+            consumer_tag: "c".into(),
+            ..Default::default()
+        })),
+    );
+    c.methods();
+    let q = b.vhost("/").unwrap().queue("q").unwrap();
+    assert_eq!(q.counts(), (0, 1));
+    let start = c.now;
+    assert_eq!(
+        c.conn.poll_timeout(),
+        Some(start + Duration::from_secs(5)),
+        "the timer is the delivery's deadline (no heartbeats here)"
+    );
+    c.now = start + Duration::from_millis(4_999);
+    c.conn.handle_timeout(c.now);
+    c.pump();
+    assert_eq!(c.close_code(), None, "not yet");
+    c.now = start + Duration::from_secs(5);
+    c.conn.handle_timeout(c.now);
+    c.pump();
+    assert_eq!(
+        c.close_code(),
+        Some((
+            406,
+            "PRECONDITION_FAILED - delivery acknowledgement on channel 1 timed out. Timeout value used: 5000 ms. This timeout value can be configured, see consumers doc guide to learn more".into(),
+            false
+        ))
+    );
+    assert!(!c.conn.is_closed(), "only the channel closes");
+    assert_eq!(q.counts(), (1, 0), "the message is back in the queue");
+    // A channel without unacked deliveries sets no timer.
+    assert_eq!(c.conn.poll_timeout(), None);
+}

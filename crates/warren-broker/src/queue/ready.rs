@@ -67,12 +67,15 @@ pub struct QueuedMessage {
 
 impl QueuedMessage {
     /// The content header to send: the publisher's bytes, with
-    /// `x-delivery-count` set when the queue counts deliveries.
-    pub fn wire_header(&self) -> std::borrow::Cow<'_, [u8]> {
+    /// `x-delivery-count` set when the queue counts deliveries. As in
+    /// RabbitMQ 3.10.8, `basic.get` always carries the count and a consumer's
+    /// delivery only once the message was returned.
+    pub fn wire_header(&self, for_get: bool) -> std::borrow::Cow<'_, [u8]> {
         use amq_protocol::types::AMQPValue;
         let header = self.message.content.header();
         match self.delivery_count {
             None => header.into(),
+            Some(0) if !for_get => header.into(),
             Some(n) => self
                 .message
                 .header_with("x-delivery-count", AMQPValue::LongLongInt(i64::from(n)))
