@@ -153,6 +153,9 @@ impl Broker {
         for q in &restored.queues {
             q.start_timers();
         }
+        for (v, x) in &restored.delayed {
+            v.start_delay_timer(x);
+        }
         Ok(broker)
     }
 

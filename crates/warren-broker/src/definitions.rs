@@ -41,7 +41,7 @@ pub fn export(broker: &Broker, only_vhost: Option<&str>) -> Value {
                 continue;
             }
             exchanges.push(json!({
-                "name": x.name, "vhost": v.name, "type": x.kind.as_str(),
+                "name": x.name, "vhost": v.name, "type": x.type_name(),
                 "durable": x.durable, "auto_delete": x.auto_delete,
                 "internal": x.internal, "arguments": table_to_json(&x.arguments),
             }));

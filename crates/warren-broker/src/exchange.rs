@@ -6,6 +6,8 @@ use amq_protocol::types::{AMQPValue, FieldTable};
 use parking_lot::RwLock;
 use warren_routing::{BindingTable, ExchangeKind};
 
+use crate::delayed::{Delayed, DELAYED_TYPE};
+
 /// Where a binding leads.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub enum Dest {
@@ -24,6 +26,9 @@ pub struct Exchange {
     /// `alternate-exchange` argument: where unroutable messages go.
     pub alternate: Option<String>,
     pub bindings: RwLock<BindingTable<Dest>>,
+    /// An `x-delayed-message` exchange (routing as `kind`, its
+    /// `x-delayed-type`): the messages it holds.
+    pub delayed: Option<Arc<Delayed>>,
 }
 
 impl Exchange {
@@ -51,6 +56,21 @@ impl Exchange {
             arguments,
             alternate,
             bindings: RwLock::new(BindingTable::new(kind)),
+            delayed: None,
+        }
+    }
+
+    /// Make this an `x-delayed-message` exchange.
+    pub fn with_delay(mut self, delayed: Delayed) -> Exchange {
+        self.delayed = Some(Arc::new(delayed));
+        self
+    }
+
+    /// The type clients declared: `x-delayed-message`, or the routing kind.
+    pub fn type_name(&self) -> &'static str {
+        match self.delayed {
+            Some(_) => DELAYED_TYPE,
+            None => self.kind.as_str(),
         }
     }
 

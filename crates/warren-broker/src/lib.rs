@@ -8,6 +8,7 @@ pub mod alarm;
 pub mod broker;
 pub mod connection;
 pub mod definitions;
+pub mod delayed;
 pub mod disk;
 pub mod error;
 pub mod exchange;
@@ -19,6 +20,7 @@ pub mod queue;
 mod recovery;
 pub mod server;
 pub mod vhost;
+mod vhost_delayed;
 
 pub use broker::{Broker, Config};
 pub use server::{Server, ServerHandle};

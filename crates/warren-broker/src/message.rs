@@ -8,7 +8,7 @@ use amq_protocol::types::AMQPValue;
 use bytes::Bytes;
 use warren_codec::{Content, ContentHeader};
 
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 pub struct Message {
     /// Where it was published to; shared with the connection's other messages
     /// to the same exchange and routing key (see [`AddressCache`]).

@@ -49,6 +49,9 @@ pub enum MetaRecord {
         auto_delete: bool,
         internal: bool,
         arguments: FieldTable,
+        /// An `x-delayed-message` exchange: the store id of its held messages.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        store_id: Option<u64>,
     },
     Queue {
         vhost: String,
@@ -191,7 +194,8 @@ mod tests {
                 exchange_type: "direct".into(),
                 auto_delete: false,
                 internal: false,
-                arguments: FieldTable::default()
+                arguments: FieldTable::default(),
+                store_id: None,
             }
             .key()
         );

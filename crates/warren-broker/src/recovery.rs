@@ -5,13 +5,14 @@
 
 use std::sync::Arc;
 
-use warren_routing::ExchangeKind;
 use warren_store::{Recovered, Recovery};
 
 use crate::broker::Broker;
+use crate::delayed::{Delayed, DELAYED_TYPE};
 use crate::exchange::{Dest, Exchange};
 use crate::persist::MetaRecord;
 use crate::queue::Queue;
+use crate::vhost::{stored_kind, VHost};
 
 /// One past the highest queue id in use.
 pub(crate) fn next_queue_id(recovered: &Recovered) -> u64 {
@@ -20,6 +21,7 @@ pub(crate) fn next_queue_id(recovered: &Recovered) -> u64 {
         .iter()
         .filter_map(|(_, v)| match serde_json::from_slice::<MetaRecord>(v) {
             Ok(MetaRecord::Queue { id, .. }) => Some(id),
+            Ok(MetaRecord::Exchange { store_id, .. }) => store_id,
             _ => None,
         })
         .max();
@@ -30,6 +32,8 @@ pub(crate) fn next_queue_id(recovered: &Recovered) -> u64 {
 /// What recovery leaves for after the store starts.
 pub(crate) struct Restored {
     pub queues: Vec<Arc<Queue>>,
+    /// `x-delayed-message` exchanges, whose timers start with the broker.
+    pub delayed: Vec<(Arc<VHost>, Arc<Exchange>)>,
     /// Ids with stored messages but no queue definition (a delete cut short by a crash).
     pub orphans: Vec<u64>,
     /// Definitions left behind by a vhost or user delete cut short by a crash.
@@ -117,6 +121,8 @@ pub(crate) fn restore(broker: &Arc<Broker>, recovery: &Recovery) -> Result<Resto
         })
         .collect();
     let (mut exchanges, mut queues, mut bindings) = (0, 0, 0);
+    let mut delayed = Vec::new();
+    let mut delayed_ids = std::collections::HashMap::new();
     // Exchanges, then queues, then bindings (which need both ends).
     for r in &records {
         if let MetaRecord::Exchange {
@@ -126,12 +132,13 @@ pub(crate) fn restore(broker: &Arc<Broker>, recovery: &Recovery) -> Result<Resto
             auto_delete,
             internal,
             arguments,
+            store_id,
         } = r
         {
-            let kind = ExchangeKind::parse(exchange_type).ok_or_else(|| {
+            let kind = stored_kind(exchange_type, arguments).ok_or_else(|| {
                 format!("stored exchange '{name}' has unknown type '{exchange_type}'")
             })?;
-            let x = Exchange::new(
+            let mut x = Exchange::new(
                 name.clone(),
                 kind,
                 true,
@@ -139,7 +146,17 @@ pub(crate) fn restore(broker: &Arc<Broker>, recovery: &Recovery) -> Result<Resto
                 *internal,
                 arguments.clone(),
             );
-            broker.vhost_or_create(vhost).restore_exchange(x);
+            if exchange_type == DELAYED_TYPE {
+                x = x.with_delay(Delayed::new(*store_id));
+            }
+            let v = broker.vhost_or_create(vhost);
+            let x = v.restore_exchange(x);
+            if let Some(id) = store_id.filter(|_| x.delayed.is_some()) {
+                delayed_ids.insert(id, x.clone());
+            }
+            if x.delayed.is_some() {
+                delayed.push((v, x));
+            }
             exchanges += 1;
         }
     }
@@ -187,6 +204,10 @@ pub(crate) fn restore(broker: &Arc<Broker>, recovery: &Recovery) -> Result<Resto
     let mut messages = 0u64;
     let mut orphans = Vec::new();
     for id in &recovered.queues_with_messages {
+        if let Some(x) = delayed_ids.get(id) {
+            messages += restore_delayed(recovery, *id, x)?;
+            continue;
+        }
         let Some(q) = by_id.get(id) else {
             orphans.push(*id);
             continue;
@@ -218,8 +239,38 @@ pub(crate) fn restore(broker: &Arc<Broker>, recovery: &Recovery) -> Result<Resto
     );
     Ok(Restored {
         queues: by_id.into_values().collect(),
+        delayed,
         orphans,
         stale,
         defaults_created,
     })
+}
+
+/// Read back the messages a delayed exchange held; returns how many.
+fn restore_delayed(recovery: &Recovery, id: u64, x: &Exchange) -> Result<u64, String> {
+    let Some(d) = &x.delayed else { return Ok(0) };
+    let mut schedule = d.schedule.lock();
+    let (mut restored, mut failure) = (0, None);
+    let mut last = None;
+    recovery
+        .scan_queue(
+            id,
+            &mut |seq, record| match crate::queue::message_from_record(record, &mut last) {
+                Some(m) => {
+                    schedule.restore(seq, Arc::new(m));
+                    restored += 1;
+                }
+                None => {
+                    failure = Some(format!(
+                        "a message held by delayed exchange '{}' has a malformed content header",
+                        x.name
+                    ))
+                }
+            },
+        )
+        .map_err(|e| e.to_string())?;
+    match failure {
+        Some(e) => Err(e),
+        None => Ok(restored),
+    }
 }

@@ -13,6 +13,7 @@ use dashmap::DashMap;
 use parking_lot::Mutex;
 use warren_routing::ExchangeKind;
 
+use crate::delayed::{Delayed, DELAYED_TYPE};
 use crate::error::{AmqpError, AmqpResult};
 use crate::exchange::{Dest, Exchange};
 use crate::message::Message;
@@ -52,6 +53,45 @@ impl<'a> LazyHeaders<'a> {
 
 /// Longest exchange-to-exchange chain followed while routing.
 const MAX_ROUTING_HOPS: usize = 64;
+
+/// What routing did besides finding queues.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct Routed {
+    /// A delayed exchange holds the message, written to the store: a
+    /// publisher confirm waits for that write.
+    pub held_durably: bool,
+}
+
+/// The routing type an `x-delayed-message` exchange is declared with, as the
+/// plugin checks it.
+fn delayed_type(args: &FieldTable) -> AmqpResult<ExchangeKind> {
+    let name = match args.inner().get("x-delayed-type") {
+        Some(amq_protocol::types::AMQPValue::LongString(s)) => {
+            String::from_utf8_lossy(s.as_bytes()).into_owned()
+        }
+        _ => {
+            return Err(AmqpError::precondition_failed(
+                "Invalid argument, 'x-delayed-type' must be an existing exchange type",
+            ))
+        }
+    };
+    if name == DELAYED_TYPE {
+        return Err(AmqpError::precondition_failed(
+            "Invalid argument, 'x-delayed-message' can't be used for 'x-delayed-type'",
+        ));
+    }
+    ExchangeKind::parse(&name)
+        .ok_or_else(|| AmqpError::command_invalid(format!("invalid exchange type '{name}'")))
+}
+
+/// The routing kind of a stored exchange.
+pub(crate) fn stored_kind(exchange_type: &str, args: &FieldTable) -> Option<ExchangeKind> {
+    if exchange_type == DELAYED_TYPE {
+        delayed_type(args).ok()
+    } else {
+        ExchangeKind::parse(exchange_type)
+    }
+}
 
 /// What an operator says about a vhost (management API).
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -132,6 +172,11 @@ impl Home for VHost {
 }
 
 impl VHost {
+    /// The store, once the broker has one.
+    pub(crate) fn persistence(&self) -> Option<&Arc<Persistence>> {
+        self.persist.get()
+    }
+
     pub fn new(name: &str, persist: Option<Arc<Persistence>>) -> VHost {
         let cell = OnceLock::new();
         if let Some(p) = persist {
@@ -202,7 +247,7 @@ impl VHost {
 
     // ----- exchanges -------------------------------------------------------------
 
-    pub fn declare_exchange(&self, d: &ExchangeDecl) -> AmqpResult<()> {
+    pub fn declare_exchange(self: &Arc<Self>, d: &ExchangeDecl) -> AmqpResult<()> {
         let _t = self.topology.lock();
         if let Some(x) = self.exchange(&d.name) {
             if d.passive {
@@ -228,10 +273,15 @@ impl VHost {
                 )));
             }
         }
-        let kind = ExchangeKind::parse(&d.kind).ok_or_else(|| {
-            AmqpError::command_invalid(format!("invalid exchange type '{}'", d.kind))
-        })?;
-        let x = Exchange::new(
+        let delayed = d.kind == DELAYED_TYPE;
+        let kind = if delayed {
+            delayed_type(&d.arguments)?
+        } else {
+            ExchangeKind::parse(&d.kind).ok_or_else(|| {
+                AmqpError::command_invalid(format!("invalid exchange type '{}'", d.kind))
+            })?
+        };
+        let mut x = Exchange::new(
             d.name.clone(),
             kind,
             d.durable,
@@ -239,10 +289,20 @@ impl VHost {
             d.internal,
             d.arguments.clone(),
         );
+        if delayed {
+            let store_id = self
+                .persist
+                .get()
+                .filter(|_| d.durable)
+                .map(|p| p.new_queue_id());
+            x = x.with_delay(Delayed::new(store_id));
+        }
         if let (Some(p), Some(record)) = (self.persist.get(), self.exchange_record(&x)) {
             p.put(&record);
         }
-        self.exchanges.insert(d.name.clone(), Arc::new(x));
+        let x = Arc::new(x);
+        self.exchanges.insert(d.name.clone(), x.clone());
+        self.start_delay_timer(&x);
         Ok(())
     }
 
@@ -253,14 +313,14 @@ impl VHost {
                 "inequivalent arg '{arg}' for {what}: received '{received}' but current is '{current}'"
             )))
         };
-        if d.kind != x.kind.as_str() {
-            if ExchangeKind::parse(&d.kind).is_none() {
+        if d.kind != x.type_name() {
+            if ExchangeKind::parse(&d.kind).is_none() && d.kind != DELAYED_TYPE {
                 return Err(AmqpError::command_invalid(format!(
                     "invalid exchange type '{}'",
                     d.kind
                 )));
             }
-            return ineq("type", d.kind.clone(), x.kind.as_str().to_owned());
+            return ineq("type", d.kind.clone(), x.type_name().to_owned());
         }
         if d.durable != x.durable {
             return ineq("durable", d.durable.to_string(), x.durable.to_string());
@@ -315,6 +375,13 @@ impl VHost {
     /// Remove an exchange and every binding to it; cascades auto-delete.
     fn remove_exchange_locked(&self, name: &str) {
         if let Some((_, x)) = self.exchanges.remove(name) {
+            if let Some(d) = &x.delayed {
+                // Messages it still held are dropped, as the plugin drops them.
+                d.delete();
+                if let (Some(p), Some(id)) = (self.persist.get(), d.store_id) {
+                    p.store.submit(warren_store::Op::DelQueue { queue: id });
+                }
+            }
             if let Some(p) = self.persist.get() {
                 if let Some(record) = self.exchange_record(&x) {
                     p.delete(&record);
@@ -538,8 +605,10 @@ impl VHost {
         let _ = self.persist.set(p);
     }
 
-    pub(crate) fn restore_exchange(&self, x: Exchange) {
-        self.exchanges.insert(x.name.clone(), Arc::new(x));
+    pub(crate) fn restore_exchange(&self, x: Exchange) -> Arc<Exchange> {
+        let x = Arc::new(x);
+        self.exchanges.insert(x.name.clone(), x.clone());
+        x
     }
 
     pub(crate) fn restore_queue(
@@ -648,10 +717,11 @@ impl VHost {
             MetaRecord::Exchange {
                 vhost: self.name.clone(),
                 name: x.name.clone(),
-                exchange_type: x.kind.as_str().to_owned(),
+                exchange_type: x.type_name().to_owned(),
                 auto_delete: x.auto_delete,
                 internal: x.internal,
                 arguments: x.arguments.clone(),
+                store_id: x.delayed.as_ref().and_then(|d| d.store_id),
             }
         })
     }
@@ -726,7 +796,8 @@ impl VHost {
     /// The common case (no exchange-to-exchange hop) allocates nothing beyond
     /// pushing to `out`; the headers table is decoded only if a headers exchange
     /// is on the way.
-    pub fn route(&self, exchange: &Exchange, msg: &Message, out: &mut Vec<Arc<Queue>>) {
+    pub fn route(&self, exchange: &Exchange, msg: &Message, out: &mut Vec<Arc<Queue>>) -> Routed {
+        let mut routed = Routed::default();
         if exchange.is_default() {
             for key in msg.routing_keys() {
                 if let Some(q) = self.queue(key) {
@@ -735,13 +806,13 @@ impl VHost {
                     }
                 }
             }
-            return;
+            return routed;
         }
         DESTS.with(|cell| {
             let mut dests = cell.borrow_mut();
             dests.clear();
             let mut headers = LazyHeaders::new(msg);
-            self.route_one(exchange, msg, &mut headers, &mut dests);
+            self.route_one(exchange, msg, &mut headers, &mut dests, &mut routed);
             let mut visited: Vec<Arc<Exchange>> = Vec::new();
             let mut pending: Vec<Arc<Exchange>> = Vec::new();
             loop {
@@ -768,9 +839,10 @@ impl VHost {
                     }
                 }
                 let Some(x) = pending.pop() else { break };
-                self.route_one(&x, msg, &mut headers, &mut dests);
+                self.route_one(&x, msg, &mut headers, &mut dests, &mut routed);
             }
         });
+        routed
     }
 
     /// Route through one exchange; if nothing matches, through its alternate exchange(s).
@@ -780,7 +852,16 @@ impl VHost {
         msg: &Message,
         headers: &mut LazyHeaders,
         dests: &mut Vec<Dest>,
+        routed: &mut Routed,
     ) {
+        if let Some(d) = &x.delayed {
+            if let Some(delay) = crate::delayed::requested_delay(msg) {
+                // Held: it routes to nothing now (so a mandatory publish comes
+                // back, as with the plugin) and through `x` when it is due.
+                routed.held_durably |= self.hold(d, msg, delay);
+                return;
+            }
+        }
         let before = dests.len();
         {
             let h = if x.kind == ExchangeKind::Headers {

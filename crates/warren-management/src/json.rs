@@ -81,7 +81,7 @@ pub fn exchange(vhost: &str, x: &Exchange) -> Value {
     json!({
         "name": x.name,
         "vhost": vhost,
-        "type": x.kind.as_str(),
+        "type": x.type_name(),
         "durable": x.durable,
         "auto_delete": x.auto_delete,
         "internal": x.internal,

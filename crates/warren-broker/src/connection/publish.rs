@@ -182,8 +182,9 @@ impl Connection {
         // Reuse the connection's scratch list: no allocation per publish.
         let mut queues = std::mem::take(&mut self.routed);
         queues.clear();
+        let mut held_durably = false;
         if let Some(x) = exchange.or_else(|| vhost.exchange(message.exchange())) {
-            vhost.route(&x, &message, &mut queues);
+            held_durably = vhost.route(&x, &message, &mut queues).held_durably;
         }
         let mut routed = false;
         let mut rejected = false;
@@ -220,7 +221,7 @@ impl Connection {
                 self.frame_max,
             );
         }
-        let needs_sync = routed && queues.iter().any(|q| q.persists(&message));
+        let needs_sync = held_durably || (routed && queues.iter().any(|q| q.persists(&message)));
         // Short of memory, transient messages may be paged to the store too.
         if needs_sync || (routed && crate::queue::memory_short()) {
             self.note_store_write(message.wire_size());

@@ -34,7 +34,10 @@ impl Connection {
     pub(super) fn on_exchange_declare(&mut self, id: u16, d: exchange::Declare) -> AmqpResult<()> {
         let vhost = self.vhost()?;
         // RabbitMQ checks the type before the name (a 503 wins over a 403).
-        if !d.passive && warren_routing::ExchangeKind::parse(d.kind.as_str()).is_none() {
+        if !d.passive
+            && warren_routing::ExchangeKind::parse(d.kind.as_str()).is_none()
+            && d.kind.as_str() != crate::delayed::DELAYED_TYPE
+        {
             return Err(AmqpError::command_invalid(format!(
                 "invalid exchange type '{}'",
                 d.kind.as_str()

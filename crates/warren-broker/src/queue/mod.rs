@@ -50,6 +50,7 @@ pub use marks::MARK_AHEAD;
 pub use outlet::{ConnectionId, Handover, Home, Outlet};
 pub use pressure::{memory_short, set_memory_short};
 pub use ready::{QueuedMessage, Stored, Time};
+pub(crate) use records::message_from_record;
 
 /// A consumer as the queue sees it.
 #[derive(Debug, Clone)]

@@ -10,7 +10,7 @@ use crate::message::{Address, Message};
 /// A message read back from the store (`None`: its content header is
 /// malformed). Consecutive messages with the same address share it (`last`),
 /// as they did before they were written.
-pub(super) fn message_from_record(
+pub(crate) fn message_from_record(
     r: MessageRecord,
     last: &mut Option<Arc<Address>>,
 ) -> Option<Message> {
