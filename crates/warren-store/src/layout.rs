@@ -4,7 +4,7 @@
 //! |---|---|
 //! | `V` | format version |
 //! | `M` + metadata key (chosen by the broker) | metadata record (opaque here) |
-//! | `m` + queue id (u64 BE) + seq (u64 BE) | a message ([`MessageRecord`]) |
+//! | `m` + queue id (u64 BE) + seq (u64 BE) | a message ([`MessageRecord`]); the id may also be a delayed exchange's, whose seq starts with the due time |
 //! | `d` + queue id (u64 BE) | highest seq delivered to a consumer (u64 BE) |
 //! | `s` + queue id (u64 BE) + seq (u64 BE) | a transient message paged out of memory ([`MessageRecord`]); wiped at start-up |
 //!
