@@ -3,7 +3,7 @@
 use std::time::Duration;
 
 use amq_protocol::frame::AMQPFrame;
-use amq_protocol::protocol::{connection as conn, AMQPClass};
+use amq_protocol::protocol::{connection as conn, queue, AMQPClass};
 use amq_protocol::types::{AMQPValue, LongString};
 use warren_integration_tests::*;
 
@@ -421,30 +421,131 @@ async fn update_secret_with_lapin() {
     declare_queue(&ch, "after-update-secret").await;
 }
 
+fn client_close() -> Vec<u8> {
+    encode_method(
+        0,
+        AMQPClass::Connection(conn::AMQPMethod::Close(conn::Close {
+            reply_code: 200,
+            reply_text: "bye".into(),
+            class_id: 0,
+            method_id: 0,
+        })),
+    )
+}
+
+/// What amqplib does: connection.close written ahead of publishes still in
+/// its buffers, all in one write. As RabbitMQ, the broker answers close-ok,
+/// drops what follows and keeps the socket open until the client closes its
+/// end; closing at once would reset the socket under the client's writes
+/// (EPIPE, and the close-ok possibly lost).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn client_connection_close_is_answered_with_close_ok() {
+async fn connection_close_with_frames_behind_it_is_drained_until_the_client_closes() {
     let broker = start_broker().await;
     let mut c = RawClient::open(broker.local_addr()).await;
-    let reply = c
+    c.open_channel(1).await;
+    let q = "close-drain";
+    match c
         .call(
-            0,
-            AMQPClass::Connection(conn::AMQPMethod::Close(conn::Close {
-                reply_code: 200,
-                reply_text: "bye".into(),
-                class_id: 0,
-                method_id: 0,
+            1,
+            AMQPClass::Queue(queue::AMQPMethod::Declare(queue::Declare {
+                queue: q.into(),
+                ..Default::default()
             })),
         )
-        .await;
-    match reply {
+        .await
+    {
+        (1, AMQPClass::Queue(queue::AMQPMethod::DeclareOk(_))) => {}
+        other => panic!("expected queue.declare-ok, got {other:?}"),
+    }
+    let frame_max = c.frame_max;
+    let publish = |body: &[u8]| publish_frames(1, "", q, Default::default(), body, frame_max);
+    let mut out = publish(b"before the close");
+    out.extend(client_close());
+    // ~1 MB behind the close: far more than one read of the broker.
+    for _ in 0..1000 {
+        out.extend(publish(&[b'x'; 1000]));
+    }
+    c.send_bytes(&out).await;
+    match c.expect_method().await {
         (0, AMQPClass::Connection(conn::AMQPMethod::CloseOk(_))) => {}
         other => panic!("expected connection.close-ok, got {other:?}"),
     }
-    c.expect_eof().await;
+    // The socket stays open and keeps being read.
+    for _ in 0..3 {
+        c.send_bytes(&publish(&[b'y'; 1000])).await;
+    }
+    assert!(
+        c.read_until_closed(Duration::from_millis(500))
+            .await
+            .is_none(),
+        "the broker closed the socket before the client did"
+    );
     eventually("the connection to be forgotten", || {
         broker.connection_count() == 0
     })
     .await;
+    // The client closes its end: the broker closes too, without a reset.
+    c.shutdown_write().await;
+    match c.read_until_closed(WAIT).await {
+        Some(Ok(rest)) => assert!(rest.is_empty(), "unexpected bytes {rest:?}"),
+        Some(Err(e)) => panic!("the socket was reset: {e}"),
+        None => panic!("the broker did not close the socket after the client's FIN"),
+    }
+    // Only the publish ahead of the close was routed.
+    let mut other = RawClient::open(broker.local_addr()).await;
+    other.open_channel(1).await;
+    match other
+        .call(
+            1,
+            AMQPClass::Queue(queue::AMQPMethod::Declare(queue::Declare {
+                queue: q.into(),
+                passive: true,
+                ..Default::default()
+            })),
+        )
+        .await
+    {
+        (1, AMQPClass::Queue(queue::AMQPMethod::DeclareOk(ok))) => assert_eq!(ok.message_count, 1),
+        other => panic!("expected queue.declare-ok, got {other:?}"),
+    }
+}
+
+/// A client that never closes its end: the broker closes the socket after the
+/// negotiated heartbeat (RabbitMQ: min(heartbeat, 30 s)), sending heartbeats
+/// meanwhile.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn connection_close_waits_at_most_the_heartbeat_for_the_client() {
+    let broker = start_broker().await;
+    let mut c = RawClient::open_with(
+        broker.local_addr(),
+        Tuning {
+            heartbeat: Some(1),
+            ..Tuning::default()
+        },
+    )
+    .await;
+    c.send_bytes(&client_close()).await;
+    let sent = std::time::Instant::now();
+    match c.expect_method().await {
+        (0, AMQPClass::Connection(conn::AMQPMethod::CloseOk(_))) => {}
+        other => panic!("expected connection.close-ok, got {other:?}"),
+    }
+    match c.read_until_closed(WAIT).await {
+        Some(Ok(rest)) => {
+            // Only heartbeat frames (8, channel 0, empty, frame end).
+            assert!(
+                rest.chunks(8).all(|f| f == [8, 0, 0, 0, 0, 0, 0, 0xCE]),
+                "{rest:?}"
+            )
+        }
+        Some(Err(e)) => panic!("the socket was reset: {e}"),
+        None => panic!("the broker kept the socket open"),
+    }
+    let waited = sent.elapsed();
+    assert!(
+        waited >= Duration::from_millis(900) && waited < Duration::from_secs(10),
+        "closed after {waited:?}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

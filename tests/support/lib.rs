@@ -793,29 +793,70 @@ impl RawClient {
         props: basic::AMQPProperties,
         body: &[u8],
     ) {
-        let frame_max = self.frame_max as usize;
-        let mut out = encode_method(
-            channel,
-            AMQPClass::Basic(basic::AMQPMethod::Publish(basic::Publish {
-                exchange: ShortString::from(exchange),
-                routing_key: ShortString::from(routing_key),
-                mandatory: false,
-                immediate: false,
-            })),
-        );
-        out.extend(encode_frame(&AMQPFrame::Header(
-            channel,
-            AMQPContentHeader {
-                class_id: 60,
-                body_size: body.len() as u64,
-                properties: props,
-            },
-        )));
-        for chunk in body.chunks(frame_max - 8) {
-            out.extend(encode_frame(&AMQPFrame::Body(channel, chunk.to_vec())));
-        }
+        let out = publish_frames(channel, exchange, routing_key, props, body, self.frame_max);
         self.send_bytes(&out).await;
     }
+
+    /// Close the write half (FIN): the broker reads the end of the stream.
+    pub async fn shutdown_write(&mut self) {
+        within("socket shutdown", self.stream.shutdown())
+            .await
+            .expect("socket shutdown");
+    }
+
+    /// Read (and keep) everything until the broker closes the socket: `Ok`
+    /// for a clean end of stream, `Err` for a reset; `None` if the socket is
+    /// still open after `d`.
+    pub async fn read_until_closed(&mut self, d: Duration) -> Option<std::io::Result<Vec<u8>>> {
+        let mut all = Vec::new();
+        let read = async {
+            let mut buf = [0u8; 4096];
+            loop {
+                match self.stream.read(&mut buf).await {
+                    Ok(0) => return Ok(()),
+                    Ok(n) => all.extend_from_slice(&buf[..n]),
+                    Err(e) => return Err(e),
+                }
+            }
+        };
+        match tokio::time::timeout(d, read).await {
+            Ok(Ok(())) => Some(Ok(all)),
+            Ok(Err(e)) => Some(Err(e)),
+            Err(_) => None,
+        }
+    }
+}
+
+/// basic.publish + content header + body frames split at `frame_max`, as bytes.
+pub fn publish_frames(
+    channel: u16,
+    exchange: &str,
+    routing_key: &str,
+    props: basic::AMQPProperties,
+    body: &[u8],
+    frame_max: u32,
+) -> Vec<u8> {
+    let mut out = encode_method(
+        channel,
+        AMQPClass::Basic(basic::AMQPMethod::Publish(basic::Publish {
+            exchange: ShortString::from(exchange),
+            routing_key: ShortString::from(routing_key),
+            mandatory: false,
+            immediate: false,
+        })),
+    );
+    out.extend(encode_frame(&AMQPFrame::Header(
+        channel,
+        AMQPContentHeader {
+            class_id: 60,
+            body_size: body.len() as u64,
+            properties: props,
+        },
+    )));
+    for chunk in body.chunks(frame_max as usize - 8) {
+        out.extend(encode_frame(&AMQPFrame::Body(channel, chunk.to_vec())));
+    }
+    out
 }
 
 // ----- management API -----------------------------------------------------------------

@@ -1,14 +1,15 @@
-"""amqplib (Node.js, promise API) scenarios (client name: amqplib).
+"""amqplib (Node.js) scenarios (client name: amqplib).
 
-Every scenario is one function in scenarios.js, run as
-``node scenarios.js NAME URL PREFIX``; amqplib itself comes from
-tutorials/javascript/node_modules (run.sh installs it with npm ci)."""
+Every scenario is one function in scenarios.js (promise API) or callback.js
+(callback API), run as ``node scenarios.js NAME URL PREFIX``; amqplib itself
+comes from tutorials/javascript/node_modules (run.sh installs it with npm ci)."""
 import os
 
 from scenarios.framework import external
 
 _HERE = os.path.dirname(os.path.abspath(__file__))
 _JS = os.path.join(_HERE, "scenarios.js")
+_CALLBACK_JS = os.path.join(_HERE, "callback.js")
 
 for _area, _name, _doc in [
     ("confirms", "confirm-wait-for-confirms",
@@ -25,6 +26,12 @@ for _area, _name, _doc in [
      "server capabilities/frameMax/channelMax/heartbeat as amqplib negotiated; exclusive queue from another connection (405); clean closes"),
 ]:
     external(_area, _name, ["node", _JS, _name], "amqplib", cwd=_HERE, doc=_doc)
+
+external("connection", "close-with-full-write-buffer", ["node", _CALLBACK_JS, "close-with-full-write-buffer"],
+         "amqplib", cwd=_HERE,
+         doc="callback API: publish 1000-byte messages until channel.publish returns false (buffer full), "
+             "then connection.close(cb), which goes out ahead of the buffered publishes: whether the "
+             "callback fires without error, and the connection/channel events")
 
 external("restart", "reconnect-after-restart", ["node", _JS, "reconnect-after-restart"], "amqplib",
          cwd=_HERE, timeout=60, restart=True,

@@ -48,6 +48,10 @@ pub use handle::{ConnEvent, ConnHandle, ConnectionId};
 const HANDSHAKE_FRAME_MAX: u32 = 8192;
 /// How long to wait for connection.close-ok after sending connection.close.
 const CLOSE_OK_TIMEOUT: Duration = Duration::from_secs(3);
+/// After close-ok, how long to wait for the client to close its end: the
+/// negotiated heartbeat, but at most this (RabbitMQ's `?CLOSING_TIMEOUT` in
+/// `rabbit_reader:close_connection/1`).
+const DRAIN_TIMEOUT_MAX: Duration = Duration::from_secs(30);
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Phase {
@@ -58,6 +62,12 @@ enum Phase {
     Opened,
     /// We sent connection.close and wait for close-ok.
     Closing,
+    /// The client closed and got close-ok. Whatever it still sends is read and
+    /// dropped until it closes its end or `close_deadline` passes, as in
+    /// RabbitMQ's `closed` state: closing the socket with unread bytes in it
+    /// would reset the connection, and a client that wrote publishes behind its
+    /// connection.close (amqplib does) would get EPIPE instead of close-ok.
+    Draining,
     /// Done: flush the output and close the socket.
     Closed,
 }
@@ -170,8 +180,13 @@ impl Connection {
     /// Whether the driver should read more from the socket. False while the
     /// client is not reading what we send (back-pressure through TCP).
     pub fn wants_read(&self) -> bool {
-        self.phase != Phase::Closed
-            && self.handle.writer_backlog() < handle::READ_STOP
+        match self.phase {
+            Phase::Closed => return false,
+            // Nothing read is kept, so nothing to hold back.
+            Phase::Draining => return true,
+            _ => {}
+        }
+        self.handle.writer_backlog() < handle::READ_STOP
             && !self.blocked_by_alarm()
             && self.flow_paused == 0
             && self.waiting_get.is_none()
@@ -246,7 +261,7 @@ impl Connection {
                 },
                 _ => {}
             }
-            let limit = if matches!(self.phase, Phase::Opened | Phase::Closing) {
+            let limit = if matches!(self.phase, Phase::Opened | Phase::Closing | Phase::Draining) {
                 self.frame_max
             } else {
                 HANDSHAKE_FRAME_MAX
@@ -254,6 +269,13 @@ impl Connection {
             match decode_frame(buf, limit) {
                 Ok(Some(frame)) => self.handle_frame(frame, now),
                 Ok(None) => break,
+                // A whole frame of an unknown type was consumed; once closing,
+                // RabbitMQ ignores it instead of failing the connection.
+                Err(warren_codec::FrameError::UnknownType { .. })
+                    if matches!(self.phase, Phase::Closing | Phase::Draining) =>
+                {
+                    continue
+                }
                 Err(e) => {
                     let err = AmqpError::frame_error(match e {
                         // RabbitMQ's wording; its limit is the payload room, frame_max - 8.
@@ -280,6 +302,7 @@ impl Connection {
     fn handle_frame(&mut self, frame: Frame, now: Instant) {
         match self.phase {
             Phase::Closing => return self.handle_frame_while_closing(frame),
+            Phase::Draining => return self.handle_frame_while_draining(frame),
             Phase::Closed | Phase::ProtocolHeader => return,
             Phase::StartOk | Phase::TuneOk | Phase::Open => {
                 return self.handle_handshake_frame(frame, now)
@@ -352,7 +375,8 @@ impl Connection {
                     AMQPClass::Connection(conn::AMQPMethod::CloseOk(conn::CloseOk {})),
                 );
                 self.cleanup();
-                self.phase = Phase::Closed;
+                self.phase = Phase::Draining;
+                self.close_deadline = Some(now + self.drain_timeout());
             }
             Method::Other(AMQPClass::Connection(conn::AMQPMethod::CloseOk(_))) => {}
             Method::Other(AMQPClass::Connection(conn::AMQPMethod::UpdateSecret(_))) => {
@@ -398,6 +422,43 @@ impl Connection {
         }
     }
 
+    /// After close-ok: frames are dropped unprocessed (a publish behind the
+    /// close is not routed); only another connection.close is answered, and a
+    /// close-ok ends the connection, as RabbitMQ's `handle_method0` does when
+    /// closed.
+    fn handle_frame_while_draining(&mut self, frame: Frame) {
+        let Frame::Method {
+            channel: 0,
+            payload,
+        } = frame
+        else {
+            return;
+        };
+        match decode_method(&payload) {
+            Ok(Method::Other(AMQPClass::Connection(conn::AMQPMethod::Close(_)))) => {
+                self.send_method(
+                    0,
+                    AMQPClass::Connection(conn::AMQPMethod::CloseOk(conn::CloseOk {})),
+                );
+            }
+            Ok(Method::Other(AMQPClass::Connection(conn::AMQPMethod::CloseOk(_)))) => {
+                self.phase = Phase::Closed;
+            }
+            _ => {}
+        }
+    }
+
+    /// How long a drained connection waits for the client to close its end:
+    /// the negotiated heartbeat if below [`DRAIN_TIMEOUT_MAX`], else that.
+    fn drain_timeout(&self) -> Duration {
+        let hb = Duration::from_secs(self.heartbeat as u64);
+        if hb.is_zero() || hb > DRAIN_TIMEOUT_MAX {
+            DRAIN_TIMEOUT_MAX
+        } else {
+            hb
+        }
+    }
+
     /// Report an error: channel errors close the channel, connection errors the connection.
     fn fail(&mut self, channel: u16, err: AmqpError, now: Instant) {
         if err.is_connection_error() || channel == 0 {
@@ -409,7 +470,7 @@ impl Connection {
 
     /// Send connection.close and wait (briefly) for close-ok.
     fn connection_error(&mut self, err: AmqpError, now: Instant) {
-        if matches!(self.phase, Phase::Closing | Phase::Closed) {
+        if matches!(self.phase, Phase::Closing | Phase::Draining | Phase::Closed) {
             return;
         }
         tracing::debug!(conn = self.id(), code = err.code.0, text = %err.text, "closing connection on error");
@@ -501,6 +562,13 @@ impl Connection {
         match self.phase {
             Phase::Closed => None,
             Phase::Closing => self.close_deadline,
+            // RabbitMQ's heartbeat sender runs on until the socket closes.
+            Phase::Draining => match (self.close_deadline, self.heartbeat) {
+                (Some(d), hb) if hb > 0 => {
+                    Some(d.min(self.last_send + Duration::from_secs(hb as u64) / 2))
+                }
+                (d, _) => d,
+            },
             Phase::Opened => {
                 let heartbeat = (self.heartbeat > 0).then(|| {
                     let hb = Duration::from_secs(self.heartbeat as u64);
@@ -521,6 +589,14 @@ impl Connection {
             Phase::Closing => {
                 if self.close_deadline.is_some_and(|d| now >= d) {
                     self.phase = Phase::Closed;
+                }
+            }
+            Phase::Draining => {
+                let hb = Duration::from_secs(self.heartbeat as u64);
+                if self.close_deadline.is_none_or(|d| now >= d) {
+                    self.phase = Phase::Closed;
+                } else if !hb.is_zero() && now >= self.last_send + hb / 2 {
+                    encode_heartbeat(&mut self.out);
                 }
             }
             Phase::Opened => {

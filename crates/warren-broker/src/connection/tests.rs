@@ -148,24 +148,7 @@ impl Client {
     }
 
     fn publish(&mut self, channel: u16, routing_key: &str, body: &[u8]) {
-        let mut out = BytesMut::new();
-        encode_method(
-            &mut out,
-            channel,
-            &AMQPClass::Basic(basic::AMQPMethod::Publish(basic::Publish {
-                exchange: "".into(),
-                routing_key: routing_key.into(),
-                mandatory: false,
-                immediate: false,
-            })),
-        );
-        let mut header = BytesMut::new();
-        header.put_u16(60);
-        header.put_u16(0);
-        header.put_u64(body.len() as u64);
-        header.put_u16(0);
-        encode_frame(&mut out, FRAME_HEADER, channel, &header);
-        encode_frame(&mut out, FRAME_BODY, channel, body);
+        let out = publish_frames(channel, routing_key, body);
         self.send_bytes(&out);
     }
 
@@ -180,6 +163,36 @@ impl Client {
             _ => None,
         })
     }
+}
+
+/// basic.publish, content header and one body frame, as bytes.
+fn publish_frames(channel: u16, routing_key: &str, body: &[u8]) -> BytesMut {
+    let mut out = BytesMut::new();
+    encode_method(
+        &mut out,
+        channel,
+        &AMQPClass::Basic(basic::AMQPMethod::Publish(basic::Publish {
+            exchange: "".into(),
+            routing_key: routing_key.into(),
+            mandatory: false,
+            immediate: false,
+        })),
+    );
+    let mut header = BytesMut::new();
+    header.put_u16(60);
+    header.put_u16(0);
+    header.put_u64(body.len() as u64);
+    header.put_u16(0);
+    encode_frame(&mut out, FRAME_HEADER, channel, &header);
+    encode_frame(&mut out, FRAME_BODY, channel, body);
+    out
+}
+
+/// A frame envelope around arbitrary bytes (any frame type).
+fn raw_frame(kind: u8, channel: u16, payload: &[u8]) -> BytesMut {
+    let mut out = BytesMut::new();
+    encode_frame(&mut out, kind, channel, payload);
+    out
 }
 
 fn broker() -> Arc<Broker> {
@@ -386,6 +399,139 @@ fn silent_peer_is_dropped_after_two_heartbeat_intervals() {
     c.now = start + Duration::from_millis(2100);
     c.conn.handle_timeout(c.now);
     assert!(c.conn.is_closed());
+}
+
+fn close_method(code: u16) -> BytesMut {
+    let mut out = BytesMut::new();
+    encode_method(
+        &mut out,
+        0,
+        &AMQPClass::Connection(conn::AMQPMethod::Close(conn::Close {
+            reply_code: code,
+            reply_text: "bye".into(),
+            class_id: 0,
+            method_id: 0,
+        })),
+    );
+    out
+}
+
+fn is_close_ok(m: &(u16, Method)) -> bool {
+    matches!(
+        m,
+        (
+            0,
+            Method::Other(AMQPClass::Connection(conn::AMQPMethod::CloseOk(_)))
+        )
+    )
+}
+
+#[test]
+fn client_close_drains_what_follows_until_the_client_closes() {
+    let b = broker();
+    let mut c = Client::new(&b);
+    c.handshake(0);
+    c.open_channel(1);
+    c.declare(1, "q");
+    let q = b.vhost("/").unwrap().queue("q").unwrap();
+    // One read: a publish, connection.close, then frames the client had
+    // buffered behind the close (amqplib's order).
+    let mut input = publish_frames(1, "q", b"before");
+    input.extend_from_slice(&close_method(200));
+    for _ in 0..3 {
+        input.extend_from_slice(&publish_frames(1, "q", b"after"));
+    }
+    input.extend_from_slice(&raw_frame(9, 1, b"unknown type")); // ignored, not fatal
+    c.send_bytes(&input);
+    let ms = c.methods();
+    assert_eq!(ms.len(), 1, "{ms:?}");
+    assert!(is_close_ok(&ms[0]), "{ms:?}");
+    // The publish before the close was routed, those behind it were not.
+    assert_eq!(q.counts(), (1, 0));
+    // The socket stays open and is read: RabbitMQ waits for the client to
+    // close it, at most 30 s when heartbeats are off.
+    assert!(!c.conn.is_closed());
+    assert!(c.conn.wants_read());
+    assert_eq!(
+        c.conn.poll_timeout().map(|d| d - c.now),
+        Some(Duration::from_secs(30))
+    );
+    c.send_bytes(&publish_frames(1, "q", b"later"));
+    assert!(c.frames().is_empty());
+    assert_eq!(q.counts(), (1, 0));
+    // Another connection.close is answered again.
+    c.send_bytes(&close_method(200));
+    let ms = c.methods();
+    assert!(ms.len() == 1 && is_close_ok(&ms[0]), "{ms:?}");
+    assert!(!c.conn.is_closed());
+    // The broker no longer counts the connection.
+    assert_eq!(b.connection_count(), 0);
+    // Time runs out.
+    let deadline = c.conn.poll_timeout().unwrap();
+    c.conn.handle_timeout(deadline - Duration::from_millis(1));
+    assert!(!c.conn.is_closed());
+    c.conn.handle_timeout(deadline);
+    assert!(c.conn.is_closed());
+    assert!(!c.conn.wants_read());
+}
+
+#[test]
+fn draining_ends_at_the_heartbeat_timeout_and_keeps_sending_heartbeats() {
+    let b = broker();
+    let mut c = Client::new(&b);
+    c.handshake(4);
+    let start = c.now;
+    c.send_bytes(&close_method(200));
+    assert!(c.methods().iter().any(is_close_ok));
+    // The wait is the heartbeat (4 s < 30 s); a heartbeat goes out half-way.
+    assert_eq!(
+        c.conn.poll_timeout().map(|d| d - start),
+        Some(Duration::from_secs(2))
+    );
+    c.now = start + Duration::from_secs(2);
+    c.conn.handle_timeout(c.now);
+    c.pump();
+    assert!(c
+        .frames()
+        .iter()
+        .any(|f| matches!(f, Frame::Heartbeat { channel: 0 })));
+    assert!(!c.conn.is_closed());
+    assert_eq!(
+        c.conn.poll_timeout().map(|d| d - start),
+        Some(Duration::from_secs(4))
+    );
+    c.now = start + Duration::from_secs(4);
+    c.conn.handle_timeout(c.now);
+    assert!(c.conn.is_closed());
+}
+
+#[test]
+fn draining_ends_on_close_ok_or_a_broken_frame() {
+    let b = broker();
+    let mut c = Client::new(&b);
+    c.handshake(0);
+    c.send_bytes(&close_method(200));
+    let mut close_ok = BytesMut::new();
+    encode_method(
+        &mut close_ok,
+        0,
+        &AMQPClass::Connection(conn::AMQPMethod::CloseOk(conn::CloseOk {})),
+    );
+    c.send_bytes(&close_ok);
+    assert!(c.conn.is_closed());
+
+    let mut c = Client::new(&b);
+    c.handshake(0);
+    c.send_bytes(&close_method(200));
+    assert!(c.methods().iter().any(is_close_ok));
+    // A frame bigger than frame_max: the stream can no longer be followed.
+    let mut big = BytesMut::new();
+    big.put_u8(FRAME_BODY);
+    big.put_u16(1);
+    big.put_u32(10_000_000);
+    c.send_bytes(&big);
+    assert!(c.conn.is_closed());
+    assert!(c.frames().is_empty(), "no connection.close after close-ok");
 }
 
 #[test]
