@@ -19,6 +19,7 @@ pub mod layout;
 pub mod memory_engine;
 pub mod redb_engine;
 pub mod sled_engine;
+pub mod stream_log;
 
 use std::path::{Path, PathBuf};
 
