@@ -110,6 +110,7 @@ fn with_one_consumer(c: &mut Criterion) {
                 credit: credit.clone(),
                 channel_credit: channel_credit.clone(),
                 priority: 0,
+                stream_start: None,
             })
             .unwrap();
             b.iter(|| {

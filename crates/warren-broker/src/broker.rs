@@ -31,6 +31,9 @@ pub struct Config {
     /// 406 and requeues its messages (RabbitMQ's `consumer_timeout`, 30 min);
     /// `None` never times out.
     pub consumer_timeout: Option<Duration>,
+    /// Where streams keep their logs (one directory per stream); `None`: no
+    /// streams (an in-memory broker).
+    pub streams_dir: Option<std::path::PathBuf>,
     /// The user, password and vhost created on first start, when the store is
     /// new (RabbitMQ's `default_user`, `default_pass`, `default_vhost`); the
     /// user gets the `administrator` tag and full permissions on the vhost.
@@ -61,6 +64,7 @@ impl Default for Config {
             max_message_size: 128 * 1024 * 1024,
             handshake_timeout: Duration::from_secs(10),
             consumer_timeout: Some(Duration::from_secs(30 * 60)),
+            streams_dir: None,
             default_user: "guest".into(),
             default_pass: "guest".into(),
             default_vhost: "/".into(),
@@ -122,7 +126,11 @@ impl Broker {
         let restored = crate::recovery::restore(&broker, &recovery)?;
         // Definitions and messages are back: now start writing.
         let store = Arc::new(recovery.start().map_err(|e| e.to_string())?);
-        let persist = Arc::new(Persistence::new(store, next_id));
+        let persist = Arc::new(Persistence::new(
+            store,
+            next_id,
+            broker.config.streams_dir.clone(),
+        ));
         for v in broker.vhosts.iter() {
             v.attach_persistence(persist.clone());
         }

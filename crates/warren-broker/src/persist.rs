@@ -126,14 +126,25 @@ impl MetaRecord {
 pub struct Persistence {
     pub store: Arc<Store>,
     next_queue_id: AtomicU64,
+    streams_dir: Option<std::path::PathBuf>,
 }
 
 impl Persistence {
-    pub fn new(store: Arc<Store>, next_queue_id: u64) -> Persistence {
+    pub fn new(
+        store: Arc<Store>,
+        next_queue_id: u64,
+        streams_dir: Option<std::path::PathBuf>,
+    ) -> Persistence {
         Persistence {
             store,
             next_queue_id: AtomicU64::new(next_queue_id),
+            streams_dir,
         }
+    }
+
+    /// The directory of the stream with store id `id`.
+    pub fn stream_dir(&self, id: u64) -> Option<std::path::PathBuf> {
+        self.streams_dir.as_ref().map(|d| d.join(id.to_string()))
     }
 
     pub fn new_queue_id(&self) -> u64 {

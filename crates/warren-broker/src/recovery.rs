@@ -176,6 +176,16 @@ pub(crate) fn restore(broker: &Arc<Broker>, recovery: &Recovery) -> Result<Resto
                 *auto_delete,
                 arguments.clone(),
             )?;
+            if q.args.queue_type == crate::queue::QueueType::Stream {
+                let dir = broker
+                    .config
+                    .streams_dir
+                    .as_ref()
+                    .map(|d| d.join(id.to_string()));
+                let what = format!("queue '{name}' in vhost '{vhost}'");
+                let stream = crate::vhost::open_stream(dir, &q.args, &what).map_err(|e| e.text)?;
+                q.attach_stream(stream);
+            }
             by_id.insert(*id, q);
             queues += 1;
         }

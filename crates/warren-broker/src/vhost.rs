@@ -84,6 +84,33 @@ fn delayed_type(args: &FieldTable) -> AmqpResult<ExchangeKind> {
         .ok_or_else(|| AmqpError::command_invalid(format!("invalid exchange type '{name}'")))
 }
 
+/// Open (or create) a stream's log in `dir`.
+pub(crate) fn open_stream(
+    dir: Option<std::path::PathBuf>,
+    args: &QueueArgs,
+    what: &str,
+) -> AmqpResult<Arc<crate::queue::StreamState>> {
+    use warren_store::stream_log::{Retention, SharedLog};
+    /// RabbitMQ's default segment size (500 MB).
+    const SEGMENT_BYTES: u64 = 500_000_000;
+    let dir = dir.ok_or_else(|| {
+        AmqpError::precondition_failed(format!(
+            "cannot declare {what}: streams need a data directory"
+        ))
+    })?;
+    let retention = Retention {
+        max_bytes: args.max_length_bytes,
+        max_age_ms: args.max_age_ms,
+    };
+    let log = SharedLog::open(
+        &dir,
+        args.max_segment_bytes.unwrap_or(SEGMENT_BYTES),
+        retention,
+    )
+    .map_err(|e| AmqpError::internal_error(format!("cannot open the log of {what}: {e}")))?;
+    Ok(crate::queue::StreamState::new(log))
+}
+
 /// The routing kind of a stored exchange.
 pub(crate) fn stored_kind(exchange_type: &str, args: &FieldTable) -> Option<ExchangeKind> {
     if exchange_type == DELAYED_TYPE {
@@ -458,15 +485,19 @@ impl VHost {
                     "invalid property '{prop}' for {what}"
                 )));
             }
-            if parsed.queue_type == QueueType::Stream {
-                return Err(AmqpError::precondition_failed(format!(
-                    "invalid arg 'x-queue-type' for {what}: stream queues are not supported by Warren yet; declare a classic or quorum queue instead"
-                )));
-            }
         }
         // Every queue gets a place in the store: durable queues for their
         // records, all queues for transient messages paged out of memory.
         let stored = self.persist.get().map(|p| (p.clone(), p.new_queue_id()));
+        let stream = match (parsed.queue_type, &stored) {
+            (QueueType::Stream, Some((p, id))) => Some(open_stream(p.stream_dir(*id), &parsed, &what)?),
+            (QueueType::Stream, None) => {
+                return Err(AmqpError::precondition_failed(format!(
+                    "cannot declare {what}: streams need a data directory (this broker runs --in-memory)"
+                )))
+            }
+            _ => None,
+        };
         let q = Arc::new(Queue::new(
             d.name.clone(),
             self.name.clone(),
@@ -488,6 +519,9 @@ impl VHost {
                 });
             }
             q.attach_store(p.store.clone(), *id);
+        }
+        if let Some(s) = stream {
+            q.attach_stream(s);
         }
         self.queues.insert(d.name.clone(), q.clone());
         q.start_timers();

@@ -23,6 +23,8 @@ use crate::StoreError;
 
 mod retry;
 pub use retry::HealthListener;
+
+use crate::stream_log::SharedLog;
 use retry::{Health, Retained, RETRY_EVERY};
 
 /// A message as the store encodes it (implemented by the broker's message type),
@@ -73,6 +75,18 @@ pub enum Op {
     SetDelivered {
         queue: u64,
         upto: Option<u64>,
+    },
+    /// Append a message to a stream's log. Appends to one log in one batch
+    /// share a write and an fsync; a barrier after them answers once they are
+    /// on disk (`false` if the append failed: nothing of it is kept).
+    AppendStream {
+        log: Arc<SharedLog>,
+        timestamp_ms: i64,
+        message: Arc<dyn Persistable>,
+    },
+    /// A stream was deleted: remove its log.
+    DropStream {
+        log: Arc<SharedLog>,
     },
 }
 
@@ -282,6 +296,7 @@ fn run(mut kv: Box<dyn Kv>, rx: Receiver<Request>, health: Arc<Health>) {
     let mut reads: Vec<(u64, Vec<u64>, ReadCallback)> = Vec::new();
     let mut delivered: HashMap<u64, Option<u64>> = HashMap::new();
     let mut scratch = Vec::new();
+    let mut appends = crate::stream_log::Appends::default();
     loop {
         // While writes are retained, wake up to retry them even if nothing new comes.
         let first = if retained.is_empty() {
@@ -301,6 +316,12 @@ fn run(mut kv: Box<dyn Kv>, rx: Receiver<Request>, health: Arc<Health>) {
         let mut next = first;
         while let Some(r) = next.take() {
             match r {
+                Request::Op(Op::AppendStream {
+                    log,
+                    timestamp_ms,
+                    message,
+                }) => appends.add(&log, timestamp_ms, encoded(message.as_ref(), &mut scratch)),
+                Request::Op(Op::DropStream { log }) => appends.drop_log(log),
                 Request::Op(op) => translate(op, &mut batch, &mut delivered, &mut scratch),
                 Request::Barrier(cb) => callbacks.push(cb),
                 Request::Read { queue, seqs, done } => reads.push((queue, seqs, done)),
@@ -324,6 +345,7 @@ fn run(mut kv: Box<dyn Kv>, rx: Receiver<Request>, health: Arc<Health>) {
             }
         }
         let ok = retained.commit(kv.as_mut(), &mut batch, &health);
+        let ok = appends.write() && ok;
         for cb in callbacks.drain(..) {
             cb(ok);
         }
@@ -423,6 +445,7 @@ fn translate(
             let e = delivered.entry(queue).or_insert(Some(upto));
             *e = Some(e.map_or(upto, |cur| cur.max(upto)));
         }
+        Op::AppendStream { .. } | Op::DropStream { .. } => {}
         Op::SetDelivered { queue, upto } => {
             delivered.insert(queue, upto);
         }

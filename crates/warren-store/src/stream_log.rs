@@ -16,6 +16,7 @@
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, BufReader, Read, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
+use std::sync::{Arc, OnceLock, RwLock};
 
 use bytes::Bytes;
 
@@ -428,6 +429,138 @@ impl StreamLog {
             File::open(&self.dir)?.sync_all()?;
         }
         Ok(removed)
+    }
+}
+
+/// How much of a stream to keep (`x-max-length-bytes`, `x-max-age`); whole
+/// segments are dropped from the front after an append.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Retention {
+    pub max_bytes: Option<u64>,
+    pub max_age_ms: Option<u64>,
+}
+
+type Listener = Box<dyn Fn() + Send + Sync>;
+
+/// A stream's log as the broker shares it: the storage thread appends
+/// (`Op::AppendStream`), readers read, both off the async workers.
+pub struct SharedLog {
+    log: RwLock<StreamLog>,
+    retention: Retention,
+    /// Told after each batch of appends (wakes the stream's readers).
+    listener: OnceLock<Listener>,
+}
+
+impl std::fmt::Debug for SharedLog {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SharedLog")
+            .field("retention", &self.retention)
+            .finish_non_exhaustive()
+    }
+}
+
+impl SharedLog {
+    pub fn open(dir: &Path, max_segment_bytes: u64, retention: Retention) -> io::Result<SharedLog> {
+        Ok(SharedLog {
+            log: RwLock::new(StreamLog::open(dir, max_segment_bytes)?),
+            retention,
+            listener: OnceLock::new(),
+        })
+    }
+
+    fn read_log(&self) -> std::sync::RwLockReadGuard<'_, StreamLog> {
+        self.log.read().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Call `f` after every batch of appends.
+    pub fn on_append(&self, f: impl Fn() + Send + Sync + 'static) {
+        let _ = self.listener.set(Box::new(f));
+    }
+
+    pub fn read(&self, from: u64, max_records: usize, max_bytes: u64) -> io::Result<Vec<Entry>> {
+        self.read_log().read(from, max_records, max_bytes)
+    }
+
+    pub fn first_offset(&self) -> u64 {
+        self.read_log().first_offset()
+    }
+
+    pub fn next_offset(&self) -> u64 {
+        self.read_log().next_offset()
+    }
+
+    pub fn len(&self) -> u64 {
+        self.read_log().len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    pub fn offset_at(&self, ts: i64) -> io::Result<u64> {
+        self.read_log().offset_at(ts)
+    }
+
+    pub fn dir(&self) -> PathBuf {
+        self.read_log().dir.clone()
+    }
+}
+
+/// Encoded records with their timestamps, waiting to be appended.
+type Records = Vec<(i64, Vec<u8>)>;
+
+/// The stream appends and drops of one batch of the storage thread.
+#[derive(Default)]
+pub(crate) struct Appends {
+    pending: Vec<(Arc<SharedLog>, Records)>,
+    drops: Vec<Arc<SharedLog>>,
+}
+
+impl Appends {
+    pub(crate) fn add(&mut self, log: &Arc<SharedLog>, ts: i64, record: Vec<u8>) {
+        match self.pending.iter_mut().find(|(l, _)| Arc::ptr_eq(l, log)) {
+            Some((_, records)) => records.push((ts, record)),
+            None => self.pending.push((log.clone(), vec![(ts, record)])),
+        }
+    }
+
+    pub(crate) fn drop_log(&mut self, log: Arc<SharedLog>) {
+        self.drops.push(log);
+    }
+
+    /// Append each log's records (one write and fsync per log), apply
+    /// retention, tell the readers, remove dropped logs. False if an append failed.
+    pub(crate) fn write(&mut self) -> bool {
+        let mut ok = true;
+        for (shared, records) in self.pending.drain(..) {
+            let batch: Vec<(i64, &[u8])> =
+                records.iter().map(|(t, r)| (*t, r.as_slice())).collect();
+            let mut log = shared.log.write().unwrap_or_else(|e| e.into_inner());
+            if let Err(e) = log.append(&batch) {
+                tracing::error!(dir = %log.dir.display(), "cannot append to a stream: {e}; its publishers are nacked");
+                ok = false;
+            } else if shared.retention != Retention::default() {
+                let now = std::time::SystemTime::now()
+                    .duration_since(std::time::UNIX_EPOCH)
+                    .map_or(0, |d| d.as_millis() as i64);
+                if let Err(e) =
+                    log.retain(shared.retention.max_bytes, shared.retention.max_age_ms, now)
+                {
+                    tracing::warn!(dir = %log.dir.display(), "cannot apply a stream's retention: {e}");
+                }
+            }
+            drop(log);
+            if let Some(f) = shared.listener.get() {
+                f();
+            }
+        }
+        for shared in self.drops.drain(..) {
+            let dir = shared.dir();
+            if let Err(e) = fs::remove_dir_all(&dir) {
+                tracing::warn!(dir = %dir.display(), "cannot remove a deleted stream's log: {e}");
+            }
+        }
+        ok
     }
 }
 

@@ -133,7 +133,10 @@ impl BrokerBuilder {
             Storage::InMemory => warren_broker::Broker::new(self.config),
             Storage::Dir { path, engine } => {
                 let (path, engine) = (path.clone(), *engine);
-                let config = self.config;
+                let mut config = self.config;
+                if config.streams_dir.is_none() {
+                    config.streams_dir = Some(path.join("streams"));
+                }
                 let wrap = self.wrap_engine.clone();
                 // Opening reads the whole store: keep it off the async workers.
                 tokio::task::spawn_blocking(move || -> Result<_, String> {

@@ -6,6 +6,7 @@ use std::time::Instant;
 use amq_protocol::protocol::{basic, AMQPClass};
 use amq_protocol::types::ShortString;
 use warren_codec::hot;
+use warren_codec::reply::ReplyCode;
 use warren_codec::Method;
 
 use super::channel::{requeue_all, ChannelConsumer, Unacked};
@@ -14,7 +15,7 @@ use crate::access::{Perm, Resource};
 use crate::error::{AmqpError, AmqpResult};
 use crate::names;
 use crate::queue::args::QueueType;
-use crate::queue::{Consumer, Credit, Got, Queue, QueuedMessage};
+use crate::queue::{Consumer, Credit, Got, Queue, QueuedMessage, StreamStart};
 
 impl Connection {
     pub(super) fn on_qos(
@@ -75,6 +76,10 @@ impl Connection {
                 })?,
         };
         let handle = self.handle.clone();
+        let stream_start = match queue.stream() {
+            Some(_) => self.stream_consume_checks(id, &queue, &c)?,
+            None => None,
+        };
         let chan = self.channel_mut(id)?;
         if chan.consumers.contains_key(&tag) {
             return Err(AmqpError::not_allowed(format!(
@@ -97,6 +102,7 @@ impl Connection {
             credit: credit.clone(),
             channel_credit: chan.channel_credit.clone(),
             priority,
+            stream_start,
         };
         // Deliveries reach this connection through its inbox, which is drained only
         // after this frame's output, so consume-ok still precedes them.
@@ -167,6 +173,9 @@ impl Connection {
         let name = self.resolve_queue_name(id, g.queue.as_str())?;
         self.permit(Perm::Read, Resource::Queue, &name)?;
         let queue = vhost.usable_queue(&name, self.id())?;
+        if queue.stream().is_some() {
+            return Err(not_for_streams("basic.get", &queue));
+        }
         let frame_max = self.frame_max;
         let (message, remaining) = match queue.get(g.no_ack, &self.handle, id) {
             Got::Message(m, remaining) => (m, remaining),
@@ -218,6 +227,11 @@ impl Connection {
     /// transaction the effect on the queues waits for tx.commit.
     pub(super) fn on_ack(&mut self, id: u16, m: Method) -> AmqpResult<()> {
         let taken = self.take_unacked(id, &m)?;
+        if !matches!(m, Method::Ack { .. }) {
+            if let Some((_, u)) = taken.iter().find(|(_, u)| u.queue.stream().is_some()) {
+                return Err(not_for_streams("basic.nack and basic.reject", &u.queue));
+            }
+        }
         if let Some(tx) = self.channel_mut(id)?.tx.as_mut() {
             tx.acks.push((m, taken));
             return Ok(());
@@ -332,5 +346,41 @@ impl Connection {
             );
         }
         Ok(())
+    }
+}
+
+/// RabbitMQ's 540 for what streams do not do.
+pub(super) fn not_for_streams(what: &str, queue: &Queue) -> AmqpError {
+    AmqpError::not_implemented(format!(
+        "{what} not supported by stream queues queue '{}' in vhost '{}'",
+        queue.name, queue.vhost
+    ))
+}
+
+impl Connection {
+    /// What RabbitMQ asks of a stream consumer: manual acks and a prefetch;
+    /// and where it starts (`x-stream-offset`).
+    fn stream_consume_checks(
+        &mut self,
+        id: u16,
+        queue: &Queue,
+        c: &basic::Consume,
+    ) -> AmqpResult<Option<StreamStart>> {
+        if c.no_ack {
+            return Err(not_for_streams("automatic acknowledgement", queue));
+        }
+        if self.channel_mut(id)?.consumer_prefetch == 0 {
+            return Err(AmqpError::precondition_failed(format!(
+                "consumer prefetch count is not set for 'queue '{}' in vhost '{}''",
+                queue.name, queue.vhost
+            )));
+        }
+        match c.arguments.inner().get("x-stream-offset") {
+            None => Ok(None),
+            // RabbitMQ fails this with a bare internal error.
+            Some(v) => StreamStart::parse(v)
+                .map(Some)
+                .ok_or_else(|| AmqpError::raw(ReplyCode::INTERNAL_ERROR, "INTERNAL_ERROR".into())),
+        }
     }
 }

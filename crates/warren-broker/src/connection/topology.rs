@@ -258,6 +258,9 @@ impl Connection {
         let name = self.resolve_queue_name(id, p.queue.as_str())?;
         self.permit_all(&[required::queue_purge(&name)])?;
         let q = vhost.usable_queue(&name, self.id())?;
+        if q.stream().is_some() {
+            return Err(super::consume::not_for_streams("queue.purge", &q));
+        }
         let n = q.purge();
         if !p.nowait {
             self.send_method(

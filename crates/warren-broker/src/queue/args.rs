@@ -126,6 +126,10 @@ pub struct QueueArgs {
     /// Quorum queues: how many times a message may be returned before it is
     /// dropped or dead-lettered (`x-delivery-limit`).
     pub delivery_limit: Option<u64>,
+    /// Streams: drop segments older than this (`x-max-age`).
+    pub max_age_ms: Option<u64>,
+    /// Streams: segment file size (`x-stream-max-segment-size-bytes`).
+    pub max_segment_bytes: Option<u64>,
 }
 
 /// The longest TTL or expiry RabbitMQ accepts: ten years, in milliseconds.
@@ -323,11 +327,10 @@ impl QueueArgs {
             }
             "x-max-length" => self.max_length = Some(non_negative()?),
             "x-max-length-bytes" => self.max_length_bytes = Some(non_negative()?),
-            "x-max-in-memory-length"
-            | "x-max-in-memory-bytes"
-            | "x-stream-max-segment-size-bytes" => {
+            "x-max-in-memory-length" | "x-max-in-memory-bytes" => {
                 non_negative()?;
             }
+            "x-stream-max-segment-size-bytes" => self.max_segment_bytes = Some(non_negative()?),
             "x-max-priority" => {
                 let n = non_negative()?;
                 if n > 255 {
@@ -370,9 +373,8 @@ impl QueueArgs {
             }
             "x-max-age" => {
                 let s = string(value).ok_or_else(unacceptable)?;
-                if max_age_ms(&s).is_none() {
-                    return Err(invalid("invalid_max_age".into()));
-                }
+                self.max_age_ms =
+                    Some(max_age_ms(&s).ok_or_else(|| invalid("invalid_max_age".into()))?);
             }
             "x-queue-leader-locator" => {
                 one_of(

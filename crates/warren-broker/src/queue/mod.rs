@@ -28,6 +28,7 @@ mod paging;
 mod pressure;
 mod ready;
 mod records;
+mod stream;
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, OnceLock, Weak};
@@ -40,7 +41,7 @@ use warren_store::{Fetched, MessageRecord, Op, Store};
 use crate::error::AmqpError;
 use crate::message::{Address, Message};
 
-pub use args::QueueArgs;
+pub use args::{QueueArgs, QueueType};
 pub use consumers::Slot;
 pub use credit::Credit;
 pub use effects::DeathReason;
@@ -51,6 +52,7 @@ pub use outlet::{ConnectionId, Handover, Home, Outlet};
 pub use pressure::{memory_short, set_memory_short};
 pub use ready::{QueuedMessage, Stored, Time};
 pub(crate) use records::message_from_record;
+pub use stream::{StreamStart, StreamState};
 
 /// A consumer as the queue sees it.
 #[derive(Debug, Clone)]
@@ -66,6 +68,8 @@ pub struct Consumer {
     pub channel_credit: Arc<Credit>,
     /// `x-priority`: higher-priority consumers are served first while they have room.
     pub priority: i32,
+    /// A stream consumer's `x-stream-offset` (`None`: next).
+    pub stream_start: Option<StreamStart>,
 }
 
 /// Names a consumer: its connection, channel and tag.
@@ -155,6 +159,8 @@ pub struct Queue {
     recovered_id: OnceLock<u64>,
     /// Where storage completions run (the runtime the queue was made on).
     runtime: Option<tokio::runtime::Handle>,
+    /// A stream: its log and readers (the machine then holds nothing).
+    stream: OnceLock<Arc<StreamState>>,
     state: Mutex<Locked>,
 }
 
@@ -185,6 +191,7 @@ impl Queue {
             store: OnceLock::new(),
             recovered_id: OnceLock::new(),
             runtime: tokio::runtime::Handle::try_current().ok(),
+            stream: OnceLock::new(),
             state: Mutex::new(Locked {
                 machine,
                 getters: Vec::new(),
@@ -221,9 +228,22 @@ impl Queue {
         self.store.get().map(|(_, id)| *id)
     }
 
-    /// Whether publishing `message` here means writing it to disk first.
+    /// Make this queue a stream over `state`'s log.
+    pub fn attach_stream(&self, state: Arc<StreamState>) {
+        let _ = self.stream.set(state);
+    }
+
+    /// The stream, if this queue is one.
+    pub fn stream(&self) -> Option<&Arc<StreamState>> {
+        self.stream.get()
+    }
+
+    /// Whether publishing `message` here means writing it to disk first
+    /// (quorum queues and streams keep every message).
     pub fn persists(&self, message: &Message) -> bool {
-        self.durable && self.store.get().is_some() && message.content.is_persistent()
+        self.durable
+            && self.store.get().is_some()
+            && (message.content.is_persistent() || self.args.queue_type != QueueType::Classic)
     }
 
     /// Run a command: the machine under the lock, storage work before the
@@ -425,18 +445,30 @@ impl Queue {
 
     /// Add a message at the tail and deliver what can be delivered.
     pub fn publish(self: &Arc<Self>, message: Arc<Message>) -> Enqueued {
+        if let Some(s) = self.stream.get() {
+            if let Some((store, _)) = self.store.get() {
+                s.publish(store, message);
+            }
+            return Enqueued::Accepted;
+        }
         let spill = pressure::memory_short();
         self.run(|st, out| st.machine.publish(message, Time::now(), spill, out))
     }
 
     /// Put unacknowledged messages back in their original positions, marked redelivered.
     pub fn requeue(self: &Arc<Self>, messages: impl IntoIterator<Item = QueuedMessage>) {
+        if self.stream.get().is_some() {
+            return; // nothing left a stream
+        }
         self.run(|st, out| st.machine.requeue(messages, Time::now(), out));
     }
 
     /// Put back a message that never reached its consumer (the channel went away
     /// while it was in flight), without marking it redelivered.
     pub fn return_undelivered(self: &Arc<Self>, m: QueuedMessage) {
+        if self.stream.get().is_some() {
+            return;
+        }
         self.run(|st, out| st.machine.return_undelivered(m, Time::now(), out));
     }
 
@@ -452,6 +484,9 @@ impl Queue {
 
     /// Messages rejected or nacked without requeue: dead-letter them (or drop them).
     pub fn reject(self: &Arc<Self>, messages: Vec<QueuedMessage>) {
+        if self.stream.get().is_some() {
+            return;
+        }
         self.run(|st, out| st.machine.reject(messages, out));
     }
 
@@ -479,10 +514,24 @@ impl Queue {
 
     /// Try again to deliver (credit was freed or a connection drained).
     pub fn kick(self: &Arc<Self>) {
+        if let Some(s) = self.stream.get() {
+            s.wake_all();
+            return;
+        }
         self.run(|st, out| st.machine.kick(Time::now(), out));
     }
 
     pub fn add_consumer(self: &Arc<Self>, consumer: Consumer) -> Result<(), AmqpError> {
+        if let Some(s) = self.stream.get() {
+            if self.is_deleted() {
+                return Err(AmqpError::not_found(format!(
+                    "no queue '{}' in vhost '{}'",
+                    self.name, self.vhost
+                )));
+            }
+            let start = consumer.stream_start.unwrap_or(StreamStart::Next);
+            return s.add(self, Arc::new(consumer), start);
+        }
         let added = self.run(|st, out| {
             st.machine
                 .add_consumer(Arc::new(consumer), Time::now(), out)
@@ -505,6 +554,14 @@ impl Queue {
         channel: u16,
         tag: &str,
     ) -> ConsumerRemoved {
+        if let Some(s) = self.stream.get() {
+            let n = s.remove(|k| k.conn == conn && k.channel == channel && k.tag == tag);
+            return if n == 0 {
+                ConsumerRemoved::NotFound
+            } else {
+                ConsumerRemoved::Removed
+            };
+        }
         self.run(|st, out| {
             let key = ConsumerKey {
                 conn,
@@ -520,11 +577,17 @@ impl Queue {
     }
 
     pub fn message_count(&self) -> u32 {
+        if let Some(s) = self.stream.get() {
+            return s.log.len().min(u32::MAX as u64) as u32;
+        }
         self.state.lock().machine.message_count()
     }
 
     /// Ready messages and consumers (expired head messages are not counted).
     pub fn counts(self: &Arc<Self>) -> (u32, u32) {
+        if let Some(s) = self.stream.get() {
+            return (self.message_count(), s.consumer_count());
+        }
         self.run(|st, out| st.machine.counts(Time::now(), out))
     }
 
@@ -534,6 +597,9 @@ impl Queue {
 
     /// Mark deleted; tell consumers; returns how many ready messages were dropped.
     pub fn mark_deleted(self: &Arc<Self>) -> u32 {
+        if let Some(s) = self.stream.get() {
+            s.delete(self.store.get().map(|(store, _)| &**store));
+        }
         let dropped = self.run(|st, out| st.machine.delete(out));
         self.timer.notify_one(); // the timer task, if any, ends
         dropped
