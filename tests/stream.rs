@@ -261,13 +261,14 @@ async fn a_stream_refuses_what_rabbitmq_refuses() {
                     .await
                     .expect("consume");
                 let d = next_delivery(&mut c).await;
+                // Listen before the nack: the close may come back at once.
+                let mut errors = Errors::new(&conn);
                 d.nack(BasicNackOptions {
                     requeue: true,
                     ..Default::default()
                 })
                 .await
                 .expect("nack sent");
-                let mut errors = Errors::new(&conn);
                 errors.next().await
             }
         };
