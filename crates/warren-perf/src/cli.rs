@@ -94,6 +94,10 @@ pub struct MsgArgs {
     /// Extra queue.declare argument KEY=VALUE (repeatable), e.g. x-queue-type=quorum.
     #[arg(long = "queue-arg")]
     pub queue_args: Vec<String>,
+    /// Extra basic.consume argument KEY=VALUE (repeatable), e.g.
+    /// x-stream-offset=first to replay a stream.
+    #[arg(long = "consumer-arg")]
+    pub consumer_args: Vec<String>,
     /// Leave the queues (and what is in them) in place at the end, e.g. to
     /// measure a broker's recovery of a backlog.
     #[arg(long)]

@@ -535,7 +535,14 @@ impl Conn {
         .map_err(|e| e.context(format!("exchange.delete '{name}'")))
     }
 
-    pub async fn consume(&mut self, ch: u16, queue: &str, tag: &str, no_ack: bool) -> Result<()> {
+    pub async fn consume(
+        &mut self,
+        ch: u16,
+        queue: &str,
+        tag: &str,
+        no_ack: bool,
+        arguments: FieldTable,
+    ) -> Result<()> {
         self.rpc(
             ch,
             AMQPClass::Basic(basic::AMQPMethod::Consume(basic::Consume {
@@ -545,7 +552,7 @@ impl Conn {
                 no_ack,
                 exclusive: false,
                 nowait: false,
-                arguments: FieldTable::default(),
+                arguments,
             })),
             (60, 21),
         )

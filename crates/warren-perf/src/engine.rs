@@ -57,6 +57,8 @@ pub struct ConsumerSpec {
     /// Send one `basic.ack` (multiple when > 1) every this many deliveries.
     pub ack_every: u32,
     pub auto_ack: bool,
+    /// basic.consume arguments.
+    pub arguments: amq_protocol::types::FieldTable,
 }
 
 #[derive(Debug, Clone)]
@@ -249,8 +251,14 @@ pub async fn run(plan: Plan) -> Outcome {
                 conn.qos(1, c.prefetch).await?;
             }
             for (k, q) in c.queues.iter().enumerate() {
-                conn.consume(1, q, &format!("perf-c{j}-{k}"), c.auto_ack)
-                    .await?;
+                conn.consume(
+                    1,
+                    q,
+                    &format!("perf-c{j}-{k}"),
+                    c.auto_ack,
+                    c.arguments.clone(),
+                )
+                .await?;
             }
             Ok::<Conn, Error>(conn)
         }
