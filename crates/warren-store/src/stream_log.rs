@@ -50,6 +50,18 @@ struct Segment {
 }
 
 impl Segment {
+    fn empty(first: u64, path: PathBuf) -> Segment {
+        Segment {
+            first,
+            path,
+            len: 0,
+            count: 0,
+            first_ts: 0,
+            last_ts: 0,
+            index: Vec::new(),
+        }
+    }
+
     fn next(&self) -> u64 {
         self.first + self.count
     }
@@ -146,15 +158,7 @@ fn load_segment(path: PathBuf, first: u64, tail: bool) -> io::Result<Segment> {
     let file = File::open(&path)?;
     let size = file.metadata()?.len();
     let mut r = BufReader::new(file);
-    let mut seg = Segment {
-        first,
-        path,
-        len: 0,
-        count: 0,
-        first_ts: 0,
-        last_ts: 0,
-        index: Vec::new(),
-    };
+    let mut seg = Segment::empty(first, path);
     let mut pos = 0;
     while let Some((ts, _, n)) = read_record(&mut r, seg.next(), size - pos)? {
         seg.note(seg.next(), ts, pos, n);
@@ -266,15 +270,7 @@ impl StreamLog {
             .open(&path)?;
         File::open(&self.dir)?.sync_all()?;
         self.active = file;
-        self.segments.push(Segment {
-            first,
-            path,
-            len: 0,
-            count: 0,
-            first_ts: 0,
-            last_ts: 0,
-            index: Vec::new(),
-        });
+        self.segments.push(Segment::empty(first, path));
         Ok(())
     }
 
