@@ -358,3 +358,93 @@ async fn a_transient_message_in_a_quorum_queue_survives_a_restart() {
         broker.shutdown().await;
     }
 }
+
+async fn refusing_target(ch: &Channel, dlx: &str, target: &str) {
+    ch.exchange_declare(
+        dlx.into(),
+        lapin::ExchangeKind::Fanout,
+        ExchangeDeclareOptions::default(),
+        FieldTable::default(),
+    )
+    .await
+    .expect("exchange.declare");
+    ch.queue_declare(
+        target.into(),
+        QueueDeclareOptions::default(),
+        table([
+            ("x-max-length", AMQPValue::LongInt(1)),
+            ("x-overflow", lstr("reject-publish")),
+        ]),
+    )
+    .await
+    .expect("queue.declare");
+    bind_queue(ch, target, dlx, "").await;
+    publish(ch, "", target, b"occupant").await;
+}
+
+/// Reject one message from `source`, whose dead-letter target is full; then
+/// make room in the target and return what reaches it within 3 s.
+async fn dead_letter_into_a_full_target(ch: &Channel, source: &str, target: &str) -> Vec<Vec<u8>> {
+    publish(ch, "", source, b"m").await;
+    let m = get(ch, source).await.expect("a message");
+    m.delivery
+        .reject(BasicRejectOptions { requeue: false })
+        .await
+        .expect("basic.reject");
+    sync(ch).await;
+    assert_eq!(
+        message_count(ch, source).await,
+        0,
+        "not ready in the source"
+    );
+    let occupant = get_opts(ch, target, true).await.expect("the occupant");
+    assert_eq!(occupant.delivery.data, b"occupant");
+    let mut got = Vec::new();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(3);
+    while std::time::Instant::now() < deadline {
+        if let Some(m) = get_opts(ch, target, true).await {
+            got.push(m.delivery.data.clone());
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    got
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn at_least_once_dead_lettering_keeps_a_refused_message_until_the_target_takes_it() {
+    let broker = start_broker().await;
+    let (_conn, ch) = connect_channel(&broker).await;
+    refusing_target(&ch, "dlx1", "full1").await;
+    ch.queue_declare(
+        "alo".into(),
+        durable(),
+        quorum([
+            ("x-dead-letter-exchange", lstr("dlx1")),
+            ("x-dead-letter-strategy", lstr("at-least-once")),
+            ("x-overflow", lstr("reject-publish")),
+        ]),
+    )
+    .await
+    .expect("queue.declare");
+    assert_eq!(
+        dead_letter_into_a_full_target(&ch, "alo", "full1").await,
+        [b"m".to_vec()],
+        "offered again once the target had room"
+    );
+
+    // At most once (the default): the refused dead-letter is gone.
+    refusing_target(&ch, "dlx2", "full2").await;
+    ch.queue_declare(
+        "amo".into(),
+        durable(),
+        quorum([
+            ("x-dead-letter-exchange", lstr("dlx2")),
+            ("x-overflow", lstr("reject-publish")),
+        ]),
+    )
+    .await
+    .expect("queue.declare");
+    assert!(dead_letter_into_a_full_target(&ch, "amo", "full2")
+        .await
+        .is_empty());
+}

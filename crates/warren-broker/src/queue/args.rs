@@ -126,6 +126,8 @@ pub struct QueueArgs {
     /// Quorum queues: how many times a message may be returned before it is
     /// dropped or dead-lettered (`x-delivery-limit`).
     pub delivery_limit: Option<u64>,
+    /// `x-dead-letter-strategy: at-least-once`.
+    pub dead_letter_at_least_once: bool,
     /// Streams: drop segments older than this (`x-max-age`).
     pub max_age_ms: Option<u64>,
     /// Streams: segment file size (`x-stream-max-segment-size-bytes`).
@@ -199,6 +201,15 @@ fn string(v: &AMQPValue) -> Option<String> {
 }
 
 impl QueueArgs {
+    /// Whether a dead-lettered message stays in this queue until its targets
+    /// took it: RabbitMQ's `at-least-once` strategy, which quorum queues honour
+    /// only with `x-overflow: reject-publish` (otherwise it is at most once).
+    pub fn dead_letters_at_least_once(&self) -> bool {
+        self.dead_letter_at_least_once
+            && self.queue_type == QueueType::Quorum
+            && self.overflow == Overflow::RejectPublish
+    }
+
     /// Validate declare arguments as RabbitMQ 3.10.8 does: `x-queue-type`
     /// first, then the arguments the type takes in RabbitMQ's order, then
     /// arguments only other types take. `what` is RabbitMQ's resource name,
@@ -323,7 +334,8 @@ impl QueueArgs {
             "x-dead-letter-strategy" => {
                 // Dead-lettering is at least once for every queue here, so
                 // both strategies behave the same (see the README).
-                one_of(&["at-most-once", "at-least-once"], "invalid_dlx_strategy")?;
+                let s = one_of(&["at-most-once", "at-least-once"], "invalid_dlx_strategy")?;
+                self.dead_letter_at_least_once = s == "at-least-once";
             }
             "x-max-length" => self.max_length = Some(non_negative()?),
             "x-max-length-bytes" => self.max_length_bytes = Some(non_negative()?),

@@ -13,6 +13,7 @@ use bytes::Bytes;
 use warren_codec::ContentHeader;
 
 use super::effects::{Death, DeathReason};
+use super::machine::Enqueued;
 use super::Queue;
 use crate::message::{Address, Message};
 
@@ -40,12 +41,20 @@ impl Queue {
                         let dead = Arc::new(dead);
                         targets.clear();
                         home.route_dead_letter(dlx, &dead, &mut targets);
+                        let mut refused = Vec::new();
                         for q in &targets {
                             if reason != DeathReason::Rejected && is_cycle(&dead, &q.name) {
                                 tracing::debug!(queue = %q.name, "dead-letter cycle detected; message dropped");
                                 continue;
                             }
-                            let _ = q.publish(dead.clone());
+                            if q.publish(dead.clone()) == Enqueued::Rejected {
+                                refused.push(q.clone());
+                            }
+                        }
+                        if !refused.is_empty() && self.args.dead_letters_at_least_once() {
+                            // Kept here (and on disk) until the targets take it.
+                            self.park_dead_letter(dead, refused, message.seq, message.stored);
+                            continue;
                         }
                     }
                     None => tracing::warn!(

@@ -17,6 +17,7 @@ mod command;
 mod consumers;
 mod credit;
 mod dead_letter;
+mod dlx_retry;
 mod effects;
 mod expiry;
 mod machine;
@@ -161,6 +162,8 @@ pub struct Queue {
     runtime: Option<tokio::runtime::Handle>,
     /// A stream: its log and readers (the machine then holds nothing).
     stream: OnceLock<Arc<StreamState>>,
+    /// Dead-letters a target refused, kept until it takes them (`dlx_retry.rs`).
+    parked: Mutex<Vec<dlx_retry::Parked>>,
     state: Mutex<Locked>,
 }
 
@@ -192,6 +195,7 @@ impl Queue {
             recovered_id: OnceLock::new(),
             runtime: tokio::runtime::Handle::try_current().ok(),
             stream: OnceLock::new(),
+            parked: Mutex::new(Vec::new()),
             state: Mutex::new(Locked {
                 machine,
                 getters: Vec::new(),
