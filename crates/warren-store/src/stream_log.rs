@@ -90,6 +90,8 @@ pub struct StreamLog {
     max_segment_bytes: u64,
     segments: Vec<Segment>,
     active: File,
+    /// Whether the directory entry of every segment is on disk.
+    dir_synced: bool,
 }
 
 fn segment_path(dir: &Path, first: u64) -> PathBuf {
@@ -213,10 +215,13 @@ impl StreamLog {
             }
             segments.push(load_segment(path, *first, i + 1 == firsts.len())?);
         }
-        if segments.is_empty() {
+        // A new log's file is made here but made durable by the first
+        // append (on the storage thread): opening does no fsync, so a
+        // declare never waits on the disk.
+        let fresh = segments.is_empty();
+        if fresh {
             let path = segment_path(dir, 0);
-            File::create(&path)?.sync_all()?;
-            File::open(dir)?.sync_all()?;
+            File::create(&path)?;
             segments.push(load_segment(path, 0, true)?);
         }
         let active = match segments.last() {
@@ -228,6 +233,7 @@ impl StreamLog {
             max_segment_bytes: max_segment_bytes.max(HEADER + 1),
             segments,
             active,
+            dir_synced: !fresh,
         })
     }
 
@@ -315,6 +321,12 @@ impl StreamLog {
             .active
             .write_all(buf)
             .and_then(|()| self.active.sync_data());
+        let written = match written {
+            Ok(()) if !self.dir_synced => File::open(&self.dir)
+                .and_then(|d| d.sync_all())
+                .map(|()| self.dir_synced = true),
+            other => other,
+        };
         if let Err(e) = written {
             // Leave no partial record behind for the next append.
             let _ = self.active.set_len(before);
