@@ -339,3 +339,67 @@ async fn a_stream_survives_a_restart_and_retention_drops_old_segments() {
     .await;
     broker.shutdown().await;
 }
+
+/// Publish one message with a confirm; true if acked.
+async fn confirmed(ch: &Channel, queue: &str, body: &str) -> bool {
+    let c = ch
+        .basic_publish(
+            "".into(),
+            queue.into(),
+            BasicPublishOptions::default(),
+            body.as_bytes(),
+            BasicProperties::default(),
+        )
+        .await
+        .expect("publish")
+        .await
+        .expect("confirm");
+    c.is_ack()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_full_disk_nacks_stream_publishes_until_space_returns() {
+    let Some(disk) = warren_integration_tests::small_disk::SmallDisk::mount(16 * 1024 * 1024)
+    else {
+        return;
+    };
+    let broker = warren::Broker::builder()
+        .port(0)
+        .config(warren::Config {
+            disk_free_limit: None,
+            ..Default::default()
+        })
+        .data_dir(disk.data_dir(), warren::EngineKind::Redb)
+        .start()
+        .await
+        .expect("broker starts");
+    let conn = connect(&broker).await;
+    let ch = open_channel(&conn).await;
+    declare_stream(&ch, "st", stream_args([])).await;
+    ch.confirm_select(ConfirmSelectOptions::default())
+        .await
+        .expect("confirm.select");
+    assert!(confirmed(&ch, "st", "before").await);
+    disk.fill();
+    let big = "x".repeat(64 * 1024);
+    let mut nacked = false;
+    for _ in 0..50 {
+        if !confirmed(&ch, "st", &big).await {
+            nacked = true;
+            break;
+        }
+    }
+    assert!(nacked, "a publish that cannot be written is nacked");
+    disk.free();
+    assert!(confirmed(&ch, "st", "after").await, "writes work again");
+    let read = read_from(&conn, "st", Some(lstr("first")), Duration::from_millis(500)).await;
+    let bodies: Vec<&str> = read.iter().map(|(b, _)| b.as_str()).collect();
+    assert_eq!(bodies.first(), Some(&"before"));
+    assert_eq!(bodies.last(), Some(&"after"));
+    assert!(
+        read.windows(2).all(|w| w[1].1 == w[0].1 + 1),
+        "no hole and no torn record in the log"
+    );
+    drop((ch, conn));
+    broker.shutdown().await;
+}
