@@ -448,3 +448,232 @@ async fn at_least_once_dead_lettering_keeps_a_refused_message_until_the_target_t
         .await
         .is_empty());
 }
+
+// ----- header bytes as RabbitMQ 3.10.8 writes them ---------------------------------
+
+/// Length of the field value whose type octet is at `b[p]` (octet included).
+fn value_len(b: &[u8], p: usize) -> usize {
+    let n = |at: usize| u32::from_be_bytes(b[at..at + 4].try_into().unwrap()) as usize;
+    match b[p] {
+        b't' | b'b' | b'B' => 2,
+        b's' | b'u' | b'U' => 3,
+        b'I' | b'i' | b'f' => 5,
+        b'l' | b'L' | b'd' | b'T' => 9,
+        b'D' => 6,
+        b'V' => 1,
+        b'S' | b'x' | b'A' | b'F' => 5 + n(p + 1),
+        t => panic!("field type {t}"),
+    }
+}
+
+/// The fields of a table body (after its length prefix): key and value bytes
+/// (type octet first), in wire order.
+fn fields(body: &[u8]) -> Vec<(String, &[u8])> {
+    let mut out = Vec::new();
+    let mut p = 0;
+    while p < body.len() {
+        let k = body[p] as usize;
+        let key = String::from_utf8(body[p + 1..p + 1 + k].to_vec()).unwrap();
+        let v = p + 1 + k;
+        let len = value_len(body, v);
+        out.push((key, &body[v..v + len]));
+        p = v + len;
+    }
+    out
+}
+
+/// The headers table of a content header payload, as its fields in wire order.
+fn raw_headers(header: &[u8]) -> Vec<(String, &[u8])> {
+    let flags = u16::from_be_bytes([header[12], header[13]]);
+    assert!(flags & (1 << 13) != 0, "no headers");
+    let mut p = 14;
+    for bit in [15, 14] {
+        if flags & (1 << bit) != 0 {
+            p += 1 + header[p] as usize;
+        }
+    }
+    let len = u32::from_be_bytes(header[p..p + 4].try_into().unwrap()) as usize;
+    fields(&header[p + 4..p + 4 + len])
+}
+
+fn keys(fields: &[(String, &[u8])]) -> Vec<String> {
+    fields.iter().map(|(k, _)| k.clone()).collect()
+}
+
+/// The text of a long-string value.
+fn long_string(v: &[u8]) -> String {
+    assert_eq!(v[0], b'S');
+    String::from_utf8(v[5..].to_vec()).unwrap()
+}
+
+/// The elements of an array value, each with its type octet.
+fn elements(v: &[u8]) -> Vec<&[u8]> {
+    assert_eq!(v[0], b'A');
+    let mut out = Vec::new();
+    let mut p = 5;
+    while p < v.len() {
+        let len = value_len(v, p);
+        out.push(&v[p..p + len]);
+        p += len;
+    }
+    out
+}
+
+/// basic.get (no-ack) with a raw client: the content header payload as sent.
+async fn raw_get_header(broker: &warren::Broker, queue: &str) -> Vec<u8> {
+    use amq_protocol::protocol::{basic, AMQPClass};
+    let mut c = RawClient::open(broker.local_addr()).await;
+    c.open_channel(1).await;
+    c.send_method(
+        1,
+        AMQPClass::Basic(basic::AMQPMethod::Get(basic::Get {
+            queue: queue.into(),
+            no_ack: true,
+        })),
+    )
+    .await;
+    let (kind, _, _) = c.read_raw_frame().await.expect("get-ok");
+    assert_eq!(kind, 1, "a get-ok method frame");
+    let (kind, _, header) = c.read_raw_frame().await.expect("content header");
+    assert_eq!(kind, 2);
+    header
+}
+
+/// Celery's native delayed delivery sends a task through a chain of quorum
+/// queues, each with a TTL and the next as its dead-letter target
+/// (at-least-once). RabbitMQ 3.10.8 regroups `x-death` by (queue, reason)
+/// before each update with a fold that reverses it, so after deaths in d3,
+/// d2, d1, d0 the entries read d0, d2, d3, d1 -- not newest first; the first
+/// death keeps its creation field order, later entries have sorted fields.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn x_death_after_a_chain_of_quorum_queues_is_in_rabbitmq_order() {
+    let broker = start_broker().await;
+    let (_conn, ch) = connect_channel(&broker).await;
+    declare_queue(&ch, "done").await;
+    for (q, next) in [("d0", "done"), ("d1", "d0"), ("d2", "d1"), ("d3", "d2")] {
+        ch.queue_declare(
+            q.into(),
+            durable(),
+            quorum([
+                ("x-message-ttl", AMQPValue::LongInt(20)),
+                ("x-dead-letter-exchange", lstr("")),
+                ("x-dead-letter-routing-key", lstr(next)),
+                ("x-dead-letter-strategy", lstr("at-least-once")),
+                ("x-overflow", lstr("reject-publish")),
+            ]),
+        )
+        .await
+        .expect("queue.declare");
+    }
+    publish(&ch, "", "d3", b"task").await;
+    within("the message to pass the chain", async {
+        while message_count(&ch, "done").await == 0 {
+            tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+        }
+    })
+    .await;
+    let header = raw_get_header(&broker, "done").await;
+    let headers = raw_headers(&header);
+    assert_eq!(
+        keys(&headers),
+        [
+            "x-death",
+            "x-first-death-exchange",
+            "x-first-death-queue",
+            "x-first-death-reason"
+        ]
+    );
+    assert_eq!(long_string(headers[2].1), "d3");
+    let sorted = [
+        "count",
+        "exchange",
+        "queue",
+        "reason",
+        "routing-keys",
+        "time",
+    ];
+    let created = [
+        "count",
+        "reason",
+        "queue",
+        "time",
+        "exchange",
+        "routing-keys",
+    ];
+    let deaths: Vec<(String, Vec<String>)> = elements(headers[0].1)
+        .into_iter()
+        .map(|e| {
+            assert_eq!(e[0], b'F');
+            let f = fields(&e[5..]);
+            let queue = f.iter().find(|(k, _)| k == "queue").expect("queue").1;
+            (long_string(queue), keys(&f))
+        })
+        .collect();
+    let want: Vec<(String, Vec<String>)> = [
+        ("d0", sorted),
+        ("d2", sorted),
+        ("d3", created),
+        ("d1", sorted),
+    ]
+    .into_iter()
+    .map(|(q, k)| (q.to_owned(), k.iter().map(|s| s.to_string()).collect()))
+    .collect();
+    assert_eq!(deaths, want);
+}
+
+/// Adding `x-delivery-count` rewrites the top level of the headers sorted by
+/// key (rabbit_basic:add_header) but leaves nested tables as published.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn x_delivery_count_leaves_nested_tables_in_their_order() {
+    use amq_protocol::protocol::{basic, queue, AMQPClass};
+    let broker = start_broker().await;
+    let mut c = RawClient::open(broker.local_addr()).await;
+    c.open_channel(1).await;
+    c.call(
+        1,
+        AMQPClass::Queue(queue::AMQPMethod::Declare(queue::Declare {
+            queue: "qq".into(),
+            passive: false,
+            durable: true,
+            exclusive: false,
+            auto_delete: false,
+            nowait: false,
+            arguments: quorum([]),
+        })),
+    )
+    .await;
+    // headers {"z": {"b": true, "a": true}, "a": "x"}: neither level sorted
+    let mut nested = vec![b'F'];
+    nested.extend_from_slice(&8u32.to_be_bytes());
+    nested.extend_from_slice(b"\x01bt\x01\x01at\x01");
+    let mut table = vec![1, b'z'];
+    table.extend_from_slice(&nested);
+    table.extend_from_slice(b"\x01aS\0\0\0\x01x");
+    let mut header = vec![0, 60, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1, 0x20, 0];
+    header.extend_from_slice(&(table.len() as u32).to_be_bytes());
+    header.extend_from_slice(&table);
+    let mut out = encode_method(
+        1,
+        AMQPClass::Basic(basic::AMQPMethod::Publish(basic::Publish {
+            exchange: "".into(),
+            routing_key: "qq".into(),
+            mandatory: false,
+            immediate: false,
+        })),
+    );
+    out.extend(raw_frame(2, 1, &header));
+    out.extend(raw_frame(3, 1, b"m"));
+    c.send_bytes(&out).await;
+    let (_conn, ch) = connect_channel(&broker).await;
+    within("the message to be queued", async {
+        while message_count(&ch, "qq").await == 0 {
+            tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+        }
+    })
+    .await;
+    let got = raw_get_header(&broker, "qq").await;
+    let headers = raw_headers(&got);
+    assert_eq!(keys(&headers), ["a", "x-delivery-count", "z"]);
+    assert_eq!(headers[1].1, b"l\0\0\0\0\0\0\0\0");
+    assert_eq!(headers[2].1, &nested[..], "the nested table as published");
+}

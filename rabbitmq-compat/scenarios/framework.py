@@ -126,7 +126,7 @@ def external(area, name, argv, client, cwd=None, timeout=DEFAULT_TIMEOUT,
 
 # Report order of areas; areas not listed come after these, alphabetically.
 AREA_ORDER = ["connection", "handshake", "channel", "exchange", "queue", "queue-features", "basic",
-              "confirms", "tx", "reply-to", "patterns", "large", "frames", "tables", "restart",
+              "confirms", "tx", "reply-to", "patterns", "celery", "large", "frames", "tables", "restart",
               "access"]
 CLIENT_ORDER = ["pika", "pika-async", "kombu", "aio-pika", "amqplib", "raw", "http"]
 

@@ -3,7 +3,7 @@
 use std::sync::Arc;
 
 use amq_protocol::frame::WriteContext;
-use amq_protocol::protocol::basic::gen_properties;
+use amq_protocol::types::generation::gen_value;
 use amq_protocol::types::AMQPValue;
 use bytes::Bytes;
 use warren_codec::{Content, ContentHeader};
@@ -68,22 +68,25 @@ impl Message {
             + 64
     }
 
-    /// The content header with one header field set (replaced if present):
-    /// the property flags and other properties are re-encoded as they were.
+    /// The content header with one header field set (replaced if present);
+    /// the other properties and header values keep the publisher's bytes.
     /// `None` if the header cannot be decoded or encoded.
     pub fn header_with(&self, key: &str, value: AMQPValue) -> Option<Vec<u8>> {
-        let props = self.content.properties()?;
-        let mut headers = props.headers().clone().unwrap_or_default();
-        headers.insert(key.into(), value);
-        let props = props.with_headers(headers);
-        let mut raw = Vec::with_capacity(self.content.header().len() + key.len() + 16);
-        raw.extend_from_slice(&60u16.to_be_bytes());
-        raw.extend_from_slice(&0u16.to_be_bytes());
-        raw.extend_from_slice(&(self.content.body().len() as u64).to_be_bytes());
-        let (raw, _) = gen_properties(&props)(WriteContext::from(raw))
+        // As RabbitMQ's rabbit_basic:add_header: the top level is sorted by
+        // key; every value keeps the bytes (and nested field order) it came with.
+        let mut headers: Vec<(Vec<u8>, Vec<u8>)> = match self.content.headers_table() {
+            Some(t) => warren_codec::raw_table::entries(t)?
+                .into_iter()
+                .map(|(k, v)| (k.to_vec(), v.to_vec()))
+                .collect(),
+            None => Vec::new(),
+        };
+        let (value, _) = gen_value(&value)(WriteContext::from(Vec::new()))
             .ok()?
             .into_inner();
-        Some(raw)
+        warren_codec::raw_table::set_value(&mut headers, key.as_bytes(), value);
+        self.content
+            .header_with_table(&warren_codec::raw_table::encode(&headers), false)
     }
 
     /// The routing key, then any `CC`/`BCC` keys.

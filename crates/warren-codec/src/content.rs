@@ -426,6 +426,53 @@ impl Content {
         self.at.find_header(self.header(), key).is_some()
     }
 
+    /// The headers table as the publisher encoded it (with its length prefix).
+    pub fn headers_table(&self) -> Option<&[u8]> {
+        let raw = self.header();
+        let (start, end) = self.at.headers_range(raw)?;
+        raw.get(start..end)
+    }
+
+    /// A header payload like this one with the headers table replaced by
+    /// `table` (length-prefixed; added if there was none) and, when
+    /// `drop_expiration`, without `expiration`. Every other property keeps the
+    /// publisher's bytes.
+    pub fn header_with_table(&self, table: &[u8], drop_expiration: bool) -> Option<Vec<u8>> {
+        let raw = self.header();
+        let flags = u16::from_be_bytes([*raw.get(12)?, *raw.get(13)?]);
+        let mut out = Vec::with_capacity(raw.len() + table.len());
+        out.extend_from_slice(raw.get(..12)?);
+        let mut new_flags = flags | FLAG_HEADERS;
+        if drop_expiration {
+            new_flags &= !FLAG_EXPIRATION;
+        }
+        out.extend_from_slice(&new_flags.to_be_bytes());
+        let mut pos = 14usize;
+        for bit in (2..16).rev() {
+            let flag = 1u16 << bit;
+            if flag == FLAG_HEADERS {
+                out.extend_from_slice(table);
+            }
+            if flags & flag == 0 {
+                continue;
+            }
+            let len = match flag {
+                FLAG_HEADERS => {
+                    4 + u32::from_be_bytes(raw.get(pos..pos + 4)?.try_into().ok()?) as usize
+                }
+                FLAG_DELIVERY_MODE | FLAG_PRIORITY => 1,
+                FLAG_TIMESTAMP => 8,
+                _ => 1 + *raw.get(pos)? as usize,
+            };
+            let bytes = raw.get(pos..pos + len)?;
+            if flag != FLAG_HEADERS && !(drop_expiration && flag == FLAG_EXPIRATION) {
+                out.extend_from_slice(bytes);
+            }
+            pos += len;
+        }
+        Some(out)
+    }
+
     /// Fully decode the properties.
     pub fn properties(&self) -> Option<AMQPProperties> {
         properties_of(self.header())
@@ -521,6 +568,7 @@ mod tests {
             assert_eq!(c.user_id(), Some("guest"));
             assert_eq!(c.reply_to(), Some("r"));
             assert!(c.has_headers() && c.has_header("CC") && !c.has_header("BCC"));
+            assert_eq!(c.headers_table().map(|t| t.len()), Some(4 + 1 + 2 + 5 + 1));
             assert_eq!(c.headers(), Some(headers.clone()));
             assert_eq!(c.properties().and_then(|p| *p.priority()), Some(3));
         }
@@ -528,6 +576,82 @@ mod tests {
         let c = Content::new(plain, Bytes::from_static(b"x"));
         assert!(!c.has_headers() && c.headers().is_none() && c.expiration().is_none());
         assert!(!c.is_persistent() && c.priority().is_none());
+    }
+
+    #[test]
+    fn header_with_table_replaces_only_the_headers_and_expiration() {
+        let mut headers = FieldTable::default();
+        headers.insert(
+            ShortString::from("a"),
+            AMQPValue::LongString(LongString::from("x")),
+        );
+        let mut other = FieldTable::default();
+        other.insert(ShortString::from("b"), AMQPValue::Boolean(true));
+        let full = AMQPProperties::default()
+            .with_content_type("text/plain".into())
+            .with_content_encoding("gzip".into())
+            .with_delivery_mode(2)
+            .with_priority(3)
+            .with_correlation_id("c".into())
+            .with_reply_to("r".into())
+            .with_expiration("1500".into())
+            .with_message_id("m".into())
+            .with_timestamp(1234)
+            .with_type("t".into())
+            .with_user_id("guest".into())
+            .with_app_id("app".into())
+            .with_cluster_id("cl".into());
+        let (table, _) = amq_protocol::types::generation::gen_field_table(&other)(
+            cookie_factory::WriteContext::from(Vec::new()),
+        )
+        .unwrap()
+        .into_inner();
+        let with_other = full.clone().with_headers(other.clone());
+        let only_other = AMQPProperties::default().with_headers(other.clone());
+        for (props, drop, want) in [
+            (
+                full.clone().with_headers(headers.clone()),
+                true,
+                without_expiration(&with_other),
+            ),
+            (
+                full.clone().with_headers(headers),
+                false,
+                with_other.clone(),
+            ),
+            (full.clone(), true, without_expiration(&with_other)),
+            (
+                AMQPProperties::default().with_expiration("5".into()),
+                true,
+                only_other.clone(),
+            ),
+            (AMQPProperties::default(), false, only_other),
+        ] {
+            let c = Content::new(
+                ContentHeader::parse(header_bytes(&props, 3)).unwrap(),
+                Bytes::new(),
+            );
+            let raw = c.header_with_table(&table, drop).unwrap();
+            assert_eq!(raw, &header_bytes(&want, 3)[..], "{props:?} drop {drop}");
+        }
+    }
+
+    /// amq-protocol has no unsetter: the same properties without `expiration`.
+    fn without_expiration(p: &AMQPProperties) -> AMQPProperties {
+        let mut n = AMQPProperties::default()
+            .with_content_type(p.content_type().clone().unwrap())
+            .with_content_encoding(p.content_encoding().clone().unwrap())
+            .with_headers(p.headers().clone().unwrap())
+            .with_delivery_mode(p.delivery_mode().unwrap())
+            .with_priority(p.priority().unwrap())
+            .with_correlation_id(p.correlation_id().clone().unwrap())
+            .with_reply_to(p.reply_to().clone().unwrap())
+            .with_message_id(p.message_id().clone().unwrap())
+            .with_timestamp(p.timestamp().unwrap())
+            .with_type(p.kind().clone().unwrap())
+            .with_user_id(p.user_id().clone().unwrap());
+        n = n.with_app_id(p.app_id().clone().unwrap());
+        n.with_cluster_id(p.cluster_id().clone().unwrap())
     }
 
     #[test]

@@ -19,6 +19,7 @@ pub mod error;
 pub mod frame;
 pub mod hot;
 pub mod method;
+pub mod raw_table;
 pub mod reply;
 pub mod table_guard;
 

@@ -5,12 +5,9 @@
 use std::sync::Arc;
 use std::time::{SystemTime, UNIX_EPOCH};
 
-use amq_protocol::frame::WriteContext;
-use amq_protocol::protocol::basic::{gen_properties, AMQPProperties};
-use amq_protocol::types::generation::gen_value;
-use amq_protocol::types::{AMQPValue, FieldArray, FieldTable, LongString, ShortString};
+use amq_protocol::types::{AMQPValue, FieldTable};
 use bytes::Bytes;
-use warren_codec::ContentHeader;
+use warren_codec::{raw_table, ContentHeader};
 
 use super::effects::{Death, DeathReason};
 use super::machine::Enqueued;
@@ -105,8 +102,104 @@ fn is_cycle(message: &Message, queue: &str) -> bool {
     false
 }
 
+/// An `x-death` element as it is on the wire: a table as its fields (key,
+/// value with its type octet) in their order, anything else as its bytes.
+enum DeathEntry {
+    Table(Vec<(Vec<u8>, Vec<u8>)>),
+    Other(Vec<u8>),
+}
+
+impl DeathEntry {
+    fn field(&self, key: &str) -> Option<AMQPValue> {
+        let DeathEntry::Table(fields) = self else {
+            return None;
+        };
+        let (_, v) = fields.iter().find(|(k, _)| k == key.as_bytes())?;
+        amq_protocol::types::parsing::parse_value(&v[..])
+            .ok()
+            .map(|(_, v)| v)
+    }
+
+    /// Its (queue, reason), what RabbitMQ groups and matches deaths by.
+    fn key(&self) -> Option<(Option<String>, Option<String>)> {
+        match self {
+            DeathEntry::Table(_) => Some((
+                text(self.field("queue").as_ref()),
+                text(self.field("reason").as_ref()),
+            )),
+            DeathEntry::Other(_) => None,
+        }
+    }
+
+    fn encode(&self) -> Vec<u8> {
+        match self {
+            DeathEntry::Table(fields) => {
+                let mut out = vec![b'F'];
+                out.extend_from_slice(&raw_table::encode(fields));
+                out
+            }
+            DeathEntry::Other(raw) => raw.clone(),
+        }
+    }
+}
+
+/// A `long` (signed 64-bit) field value, the type RabbitMQ gives `count`.
+fn long(n: i64) -> Vec<u8> {
+    let mut v = vec![b'l'];
+    v.extend_from_slice(&n.to_be_bytes());
+    v
+}
+
+/// RabbitMQ 3.10.8's `group_by_queue_and_reason`, run on an `x-death` of two
+/// or more entries before each update: one entry per (queue, reason) -- the
+/// first, given a `count` (the number of duplicates) if it has none -- in
+/// the REVERSE of their order (a fold that prepends). So with three or more
+/// deaths the array is no longer newest first: after deaths in queues 4, 3,
+/// 2, 1 it reads 1, 3, 4, 2 (Celery's delayed delivery shows it). Entries
+/// that are not tables (RabbitMQ fails on those) are kept, in the same
+/// reversed order.
+fn group_by_queue_and_reason(entries: Vec<DeathEntry>) -> Vec<DeathEntry> {
+    if entries.len() < 2 {
+        return entries;
+    }
+    let keys: Vec<_> = entries.iter().map(DeathEntry::key).collect();
+    let mut seen = Vec::new();
+    let mut out = Vec::new();
+    for (i, key) in keys.iter().enumerate() {
+        let Some(key) = key else {
+            out.push(i);
+            continue;
+        };
+        if !seen.contains(key) {
+            seen.push(key.clone());
+            out.push(i);
+        }
+    }
+    let mut entries: Vec<Option<DeathEntry>> = entries.into_iter().map(Some).collect();
+    out.iter()
+        .rev()
+        .filter_map(|&i| {
+            let mut e = entries[i].take()?;
+            if let (Some(key), DeathEntry::Table(fields)) = (&keys[i], &mut e) {
+                if !fields.iter().any(|(k, _)| k == b"count") {
+                    let n = keys.iter().filter(|k| k.as_ref() == Some(key)).count();
+                    fields.insert(0, (b"count".to_vec(), long(n as i64)));
+                }
+            }
+            Some(e)
+        })
+        .collect()
+}
+
 /// The message as it leaves for the dead-letter exchange: `x-death` updated,
-/// `expiration` removed, routed with the dead-letter routing key.
+/// `expiration` removed, routed with the dead-letter routing key (and then
+/// without its `CC` header). As RabbitMQ 3.10.8 (`rabbit_dead_letter:make_msg`)
+/// does it: the top level of the headers is sorted by key, everything else
+/// -- nested tables, the other `x-death` entries -- keeps the bytes and field
+/// order it arrived with; a new first death is written in RabbitMQ's field
+/// order (count, reason, queue, time, exchange, routing-keys,
+/// original-expiration), an entry added to or counted again in an existing
+/// `x-death` with its fields sorted by key.
 fn dead_lettered(
     m: &Message,
     queue: &str,
@@ -114,92 +207,118 @@ fn dead_lettered(
     dlx: &str,
     dl_routing_key: Option<&str>,
 ) -> Option<Message> {
-    let props = m.content.properties()?;
-    let mut headers = props.headers().clone().unwrap_or_default();
-    let mut deaths = deaths_of(&headers);
-    let same = |d: &AMQPValue| match d {
-        AMQPValue::FieldTable(t) => {
-            text(t.inner().get("queue")).as_deref() == Some(queue)
-                && text(t.inner().get("reason")).as_deref() == Some(reason.as_str())
-        }
-        _ => false,
+    let mut headers: Vec<(Vec<u8>, Vec<u8>)> = match m.content.headers_table() {
+        Some(t) => raw_table::entries(t)?
+            .into_iter()
+            .map(|(k, v)| (k.to_vec(), v.to_vec()))
+            .collect(),
+        None => Vec::new(),
     };
-    let entry = match deaths.iter().position(same) {
-        Some(i) => {
-            let AMQPValue::FieldTable(mut t) = deaths.remove(i) else {
-                return None;
-            };
-            let count = match t.inner().get("count") {
-                Some(v) => crate::queue::args::integer(v).unwrap_or(0) as i64,
-                None => 0,
-            };
-            t.insert(
-                "count".into(),
-                AMQPValue::LongLongInt(count.saturating_add(1)),
-            );
-            t
+    let reason = reason.as_str();
+    // The death, in the order RabbitMQ builds it.
+    let mut info: Vec<(Vec<u8>, Vec<u8>)> = vec![
+        (b"reason".to_vec(), raw_table::long_string(reason)),
+        (b"queue".to_vec(), raw_table::long_string(queue)),
+    ];
+    let now = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0);
+    let mut time = vec![b'T'];
+    time.extend_from_slice(&now.to_be_bytes());
+    info.push((b"time".to_vec(), time));
+    info.push((b"exchange".to_vec(), raw_table::long_string(m.exchange())));
+    // The routing key, then the CC keys that are long strings (BCC keys were
+    // removed from the headers at publish).
+    let mut keys = vec![raw_table::long_string(m.routing_key())];
+    if let Some(cc) = headers.iter().find(|(k, _)| k == b"CC") {
+        for e in raw_table::array_elements(&cc.1).unwrap_or_default() {
+            if e.first() == Some(&b'S') {
+                keys.push(e.to_vec());
+            }
         }
+    }
+    info.push((b"routing-keys".to_vec(), raw_table::encode_array(&keys)));
+    if let Some(exp) = m.content.expiration() {
+        info.push((b"original-expiration".to_vec(), raw_table::long_string(exp)));
+    }
+    let first = |info: Vec<(Vec<u8>, Vec<u8>)>| {
+        let mut t = vec![(b"count".to_vec(), long(1))];
+        t.extend(info);
+        t
+    };
+    let existing = headers
+        .iter()
+        .find(|(k, _)| k == b"x-death")
+        .map(|(_, v)| raw_table::array_elements(v));
+    let deaths = match existing {
+        // The first death: x-first-death-* set, the entry in creation order.
         None => {
-            let now = SystemTime::now()
-                .duration_since(UNIX_EPOCH)
-                .map(|d| d.as_secs())
-                .unwrap_or(0);
-            let mut t = FieldTable::default();
-            t.insert("count".into(), AMQPValue::LongLongInt(1));
-            t.insert("reason".into(), long_string(reason.as_str()));
-            t.insert("queue".into(), long_string(queue));
-            t.insert("time".into(), AMQPValue::Timestamp(now));
-            t.insert("exchange".into(), long_string(m.exchange()));
-            let mut keys = FieldArray::default();
-            keys.push(long_string(m.routing_key()));
-            // CC keys are listed; BCC keys are not (they were removed from the headers).
-            if let Some(h) = m.content.headers() {
-                if let Some(AMQPValue::FieldArray(cc)) = h.inner().get("CC") {
-                    for k in cc.as_slice() {
-                        keys.push(k.clone());
+            for (k, v) in [
+                ("x-first-death-reason", reason),
+                ("x-first-death-queue", queue),
+                ("x-first-death-exchange", m.exchange()),
+            ] {
+                raw_table::set_value(&mut headers, k.as_bytes(), raw_table::long_string(v));
+            }
+            vec![DeathEntry::Table(first(info))]
+        }
+        // Not an array: RabbitMQ starts it again (and leaves x-first-death-* alone).
+        Some(None) => vec![DeathEntry::Table(first(info))],
+        Some(Some(elements)) => {
+            let entries = elements
+                .into_iter()
+                .map(
+                    |e| match raw_table::fields(e.get(5..).unwrap_or_default()) {
+                        Some(f) if e.first() == Some(&b'F') => DeathEntry::Table(
+                            f.into_iter()
+                                .map(|(k, v)| (k.to_vec(), v.to_vec()))
+                                .collect(),
+                        ),
+                        _ => DeathEntry::Other(e.to_vec()),
+                    },
+                )
+                .collect();
+            let this = Some((Some(queue.to_owned()), Some(reason.to_owned())));
+            let (matched, others): (Vec<_>, Vec<_>) = group_by_queue_and_reason(entries)
+                .into_iter()
+                .partition(|e| e.key() == this);
+            let mut entry = match matched.into_iter().next() {
+                Some(e @ DeathEntry::Table(_)) => {
+                    // A count that is not an integer counts as 0 (RabbitMQ fails on it).
+                    let count = e
+                        .field("count")
+                        .and_then(|v| crate::queue::args::integer(&v))
+                        .map_or(0, |n| n.clamp(i64::MIN as i128, i64::MAX as i128) as i64);
+                    let DeathEntry::Table(mut fields) = e else {
+                        unreachable!()
+                    };
+                    let count = long(count.saturating_add(1));
+                    match fields.iter().position(|(k, _)| k == b"count") {
+                        Some(at) => fields[at].1 = count,
+                        None => fields.insert(0, (b"count".to_vec(), count)),
                     }
+                    fields
                 }
-            }
-            t.insert("routing-keys".into(), AMQPValue::FieldArray(keys));
-            if let Some(exp) = props.expiration() {
-                t.insert("original-expiration".into(), long_string(exp.as_str()));
-            }
-            t
+                _ => first(info),
+            };
+            entry.sort_by(|a, b| a.0.cmp(&b.0));
+            std::iter::once(DeathEntry::Table(entry))
+                .chain(others)
+                .collect()
         }
     };
-    deaths.insert(0, AMQPValue::FieldTable(entry));
-    headers.insert(
-        "x-death".into(),
-        AMQPValue::FieldArray(FieldArray::from(deaths)),
-    );
-    if !headers.contains_key("x-first-death-reason") {
-        headers.insert("x-first-death-reason".into(), long_string(reason.as_str()));
-        headers.insert("x-first-death-queue".into(), long_string(queue));
-        headers.insert("x-first-death-exchange".into(), long_string(m.exchange()));
-    }
-    let props = without_expiration(&props);
-    let mut raw = Vec::with_capacity(m.content.header().len() + 256);
-    raw.extend_from_slice(&60u16.to_be_bytes());
-    raw.extend_from_slice(&0u16.to_be_bytes());
-    raw.extend_from_slice(&(m.content.body().len() as u64).to_be_bytes());
-    let start = raw.len();
-    let (mut raw, _) = gen_properties(&props)(WriteContext::from(raw))
-        .ok()?
-        .into_inner();
-    // Splice in the headers table, encoded so that x-death entries keep RabbitMQ's
-    // field order (amq-protocol would sort them).
-    let mut at = start + 2;
-    for present in [
-        props.content_type().is_some(),
-        props.content_encoding().is_some(),
-    ] {
-        if present {
-            at += 1 + *raw.get(at)? as usize;
+    let encoded: Vec<Vec<u8>> = deaths.iter().map(DeathEntry::encode).collect();
+    raw_table::set_value(&mut headers, b"x-death", raw_table::encode_array(&encoded));
+    if dl_routing_key.is_some() {
+        // lists:keydelete: the first CC entry goes.
+        if let Some(at) = headers.iter().position(|(k, _)| k == b"CC") {
+            headers.remove(at);
         }
     }
-    let table = encode_headers(&headers)?;
-    raw.splice(at..at, table);
-    raw[start] |= 0x20; // the headers flag (bit 13 of the property flags)
+    let raw = m
+        .content
+        .header_with_table(&raw_table::encode(&headers), true)?;
     let header = ContentHeader::parse(Bytes::from(raw)).ok()?;
     let address = Address::new(
         dlx.to_owned(),
@@ -212,124 +331,4 @@ fn dead_lettered(
         },
     );
     Some(Message::new(address, header, m.content.body_bytes()))
-}
-
-/// RabbitMQ's field order inside an `x-death` entry.
-const DEATH_FIELDS: &[&str] = &[
-    "count",
-    "reason",
-    "queue",
-    "time",
-    "exchange",
-    "routing-keys",
-    "original-expiration",
-];
-
-/// Encode a headers table (length-prefixed). Keys are in sorted order, as RabbitMQ
-/// sorts headers it rewrites; `x-death` entries keep RabbitMQ's own field order.
-fn encode_headers(headers: &FieldTable) -> Option<Vec<u8>> {
-    let mut body = Vec::new();
-    for (key, value) in headers.inner() {
-        put_short_str(&mut body, key.as_str());
-        match (key.as_str(), value) {
-            ("x-death", AMQPValue::FieldArray(deaths)) => {
-                let mut arr = Vec::new();
-                for d in deaths.as_slice() {
-                    match d {
-                        AMQPValue::FieldTable(t) => {
-                            arr.push(b'F');
-                            arr.extend_from_slice(&encode_death(t)?);
-                        }
-                        other => arr.extend_from_slice(&encode_value(other)?),
-                    }
-                }
-                body.push(b'A');
-                body.extend_from_slice(&(arr.len() as u32).to_be_bytes());
-                body.extend_from_slice(&arr);
-            }
-            _ => body.extend_from_slice(&encode_value(value)?),
-        }
-    }
-    let mut out = (body.len() as u32).to_be_bytes().to_vec();
-    out.extend_from_slice(&body);
-    Some(out)
-}
-
-fn encode_death(t: &FieldTable) -> Option<Vec<u8>> {
-    let mut body = Vec::new();
-    let known = DEATH_FIELDS
-        .iter()
-        .filter_map(|k| t.inner().get(*k).map(|v| (*k, v)));
-    let others = t
-        .inner()
-        .iter()
-        .filter(|(k, _)| !DEATH_FIELDS.contains(&k.as_str()))
-        .map(|(k, v)| (k.as_str(), v));
-    for (k, v) in known.chain(others) {
-        put_short_str(&mut body, k);
-        body.extend_from_slice(&encode_value(v)?);
-    }
-    let mut out = (body.len() as u32).to_be_bytes().to_vec();
-    out.extend_from_slice(&body);
-    Some(out)
-}
-
-fn encode_value(v: &AMQPValue) -> Option<Vec<u8>> {
-    let (bytes, _) = gen_value(v)(WriteContext::from(Vec::new()))
-        .ok()?
-        .into_inner();
-    Some(bytes)
-}
-
-fn put_short_str(out: &mut Vec<u8>, s: &str) {
-    let b = &s.as_bytes()[..s.len().min(255)];
-    out.push(b.len() as u8);
-    out.extend_from_slice(b);
-}
-
-fn long_string(s: &str) -> AMQPValue {
-    AMQPValue::LongString(LongString::from(s))
-}
-
-/// A copy of the properties without `expiration` (amq-protocol has no unsetter).
-fn without_expiration(p: &AMQPProperties) -> AMQPProperties {
-    let mut n = AMQPProperties::default();
-    let short = |s: &ShortString| s.clone();
-    if let Some(v) = p.content_type() {
-        n = n.with_content_type(short(v));
-    }
-    if let Some(v) = p.content_encoding() {
-        n = n.with_content_encoding(short(v));
-    }
-    if let Some(v) = p.delivery_mode() {
-        n = n.with_delivery_mode(*v);
-    }
-    if let Some(v) = p.priority() {
-        n = n.with_priority(*v);
-    }
-    if let Some(v) = p.correlation_id() {
-        n = n.with_correlation_id(short(v));
-    }
-    if let Some(v) = p.reply_to() {
-        n = n.with_reply_to(short(v));
-    }
-    if let Some(v) = p.message_id() {
-        n = n.with_message_id(short(v));
-    }
-    if let Some(v) = p.timestamp() {
-        n = n.with_timestamp(*v);
-    }
-    if let Some(v) = p.kind() {
-        n = n.with_type(short(v));
-    }
-    if let Some(v) = p.user_id() {
-        n = n.with_user_id(short(v));
-    }
-    if let Some(v) = p.app_id() {
-        n = n.with_app_id(short(v));
-    }
-    if let Some(v) = p.cluster_id() {
-        n = n.with_cluster_id(short(v));
-    }
-    n
 }
