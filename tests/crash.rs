@@ -126,20 +126,11 @@ fn spawn(engine: &str, dir: &std::path::Path) -> ChildBroker {
 }
 
 fn body_for(id: &str) -> Vec<u8> {
-    // The id, then a pattern derived from it: any corruption shows.
-    let mut b = id.as_bytes().to_vec();
-    b.push(b'|');
-    let seed = id
-        .bytes()
-        .fold(7u8, |a, c| a.wrapping_mul(31).wrapping_add(c));
-    b.extend((0..200u32).map(|i| seed.wrapping_add(i as u8)));
-    b
+    warren_integration_tests::checked_body(id, 200)
 }
 
 fn id_of(body: &[u8]) -> Option<String> {
-    let end = body.iter().position(|b| *b == b'|')?;
-    let id = String::from_utf8(body[..end].to_vec()).ok()?;
-    (body == body_for(&id).as_slice()).then_some(id)
+    warren_integration_tests::checked_id(body, 200)
 }
 
 #[derive(Default)]

@@ -968,3 +968,24 @@ impl Api {
         .unwrap_or_else(|e| panic!("{what}: {e}"))
     }
 }
+
+// ----- crash tests ---------------------------------------------------------------
+
+/// A body that carries its id, then `len` bytes of a pattern derived from it,
+/// so that any corruption shows (see [`checked_id`]).
+pub fn checked_body(id: &str, len: u32) -> Vec<u8> {
+    let mut b = id.as_bytes().to_vec();
+    b.push(b'|');
+    let seed = id
+        .bytes()
+        .fold(7u8, |a, c| a.wrapping_mul(31).wrapping_add(c));
+    b.extend((0..len).map(|i| seed.wrapping_add(i as u8)));
+    b
+}
+
+/// The id of a [`checked_body`], if the body is intact.
+pub fn checked_id(body: &[u8], len: u32) -> Option<String> {
+    let end = body.iter().position(|b| *b == b'|')?;
+    let id = String::from_utf8(body[..end].to_vec()).ok()?;
+    (body == checked_body(&id, len).as_slice()).then_some(id)
+}
