@@ -403,3 +403,36 @@ async fn a_full_disk_nacks_stream_publishes_until_space_returns() {
     drop((ch, conn));
     broker.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn deleting_a_stream_cancels_its_consumers() {
+    let dir = tempfile::tempdir().expect("dir");
+    let broker = start(dir.path()).await;
+    let conn = connect(&broker).await;
+    let ch = open_channel(&conn).await;
+    declare_stream(&ch, "st", stream_args([])).await;
+    let reader = open_channel(&conn).await;
+    reader
+        .basic_qos(10, BasicQosOptions::default())
+        .await
+        .expect("qos");
+    let mut consumer = reader
+        .basic_consume(
+            "st".into(),
+            "c".into(),
+            BasicConsumeOptions::default(),
+            FieldTable::default(),
+        )
+        .await
+        .expect("consume");
+    ch.queue_delete("st".into(), QueueDeleteOptions::default())
+        .await
+        .expect("queue.delete");
+    // A server-sent basic.cancel ends lapin's consumer.
+    let next = tokio::time::timeout(Duration::from_secs(5), consumer.next()).await;
+    assert!(
+        matches!(next, Ok(None)),
+        "the consumer was cancelled: {next:?}"
+    );
+    assert!(reader.status().connected(), "the channel stays open");
+}

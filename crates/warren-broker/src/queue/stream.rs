@@ -70,6 +70,7 @@ impl StreamStart {
 #[derive(Debug)]
 struct Reader {
     key: ConsumerKey,
+    consumer: Arc<super::Consumer>,
     wake: Arc<Notify>,
     cancelled: Arc<AtomicBool>,
 }
@@ -155,6 +156,7 @@ impl StreamState {
                 channel: consumer.channel,
                 tag: consumer.tag.to_string(),
             },
+            consumer: consumer.clone(),
             wake: wake.clone(),
             cancelled: cancelled.clone(),
         });
@@ -169,27 +171,36 @@ impl StreamState {
         Ok(())
     }
 
-    /// Stop the readers `is` picks; returns how many.
-    pub fn remove(&self, is: impl Fn(&ConsumerKey) -> bool) -> usize {
+    /// Stop the readers `is` picks; returns them.
+    fn take(&self, is: impl Fn(&ConsumerKey) -> bool) -> Vec<Reader> {
         let mut readers = self.readers.lock();
-        let before = readers.len();
-        readers.retain(|r| {
-            if is(&r.key) {
-                r.cancelled.store(true, Ordering::Relaxed);
-                r.wake.notify_one();
-                false
-            } else {
-                true
-            }
-        });
-        before - readers.len()
+        let (gone, kept): (Vec<Reader>, Vec<Reader>) = std::mem::take(&mut *readers)
+            .into_iter()
+            .partition(|r| is(&r.key));
+        *readers = kept;
+        drop(readers);
+        for r in &gone {
+            r.cancelled.store(true, Ordering::Relaxed);
+            r.wake.notify_one();
+        }
+        gone
     }
 
-    /// The stream is deleted: stop every reader; the storage thread removes
-    /// the log after what was queued for it.
+    /// Stop the readers `is` picks; returns how many.
+    pub fn remove(&self, is: impl Fn(&ConsumerKey) -> bool) -> usize {
+        self.take(is).len()
+    }
+
+    /// The stream is deleted: stop every reader and tell its consumer (a
+    /// server-sent `basic.cancel`, as for any deleted queue); the storage
+    /// thread removes the log after what was queued for it.
     pub fn delete(&self, store: Option<&Store>) {
         self.deleted.store(true, Ordering::Relaxed);
-        self.remove(|_| true);
+        for r in self.take(|_| true) {
+            r.consumer
+                .conn
+                .consumer_cancelled(r.consumer.channel, r.consumer.tag.clone());
+        }
         if let Some(store) = store {
             store.submit(Op::DropStream {
                 log: self.log.clone(),
