@@ -183,6 +183,64 @@ fn load_segment(path: PathBuf, first: u64, tail: bool) -> io::Result<Segment> {
     Ok(seg)
 }
 
+/// The part of a segment a read may cover.
+#[derive(Debug)]
+struct Extent {
+    path: PathBuf,
+    /// Where to start: an offset and its file position.
+    cursor: u64,
+    pos: u64,
+    /// One past its last record, and the bytes of its whole records.
+    next: u64,
+    len: u64,
+}
+
+/// A read, planned under the log's lock and done without it.
+#[derive(Debug)]
+struct ReadPlan {
+    offset: u64,
+    extents: Vec<Extent>,
+}
+
+impl ReadPlan {
+    /// Up to `max_records` records, stopping after `max_bytes` of data. A
+    /// segment that retention removed meanwhile ends the read early
+    /// (`NotFound` if nothing was read).
+    fn read(self, max_records: usize, max_bytes: u64) -> io::Result<Vec<Entry>> {
+        let mut out = Vec::new();
+        let mut bytes = 0;
+        for e in self.extents {
+            if out.len() >= max_records || bytes >= max_bytes {
+                break;
+            }
+            let (mut cursor, mut pos) = (e.cursor, e.pos);
+            let mut file = match File::open(&e.path) {
+                Ok(f) => f,
+                Err(err) if err.kind() == io::ErrorKind::NotFound && !out.is_empty() => break,
+                Err(err) => return Err(err),
+            };
+            file.seek(SeekFrom::Start(pos))?;
+            let mut r = BufReader::new(file);
+            while cursor < e.next && out.len() < max_records && bytes < max_bytes {
+                let Some((ts, data, n)) = read_record(&mut r, cursor, e.len - pos)? else {
+                    return Err(corrupt(&e.path, &format!("bad record at byte {pos}")));
+                };
+                if cursor >= self.offset {
+                    bytes += data.len() as u64;
+                    out.push(Entry {
+                        offset: cursor,
+                        timestamp_ms: ts,
+                        data,
+                    });
+                }
+                cursor += 1;
+                pos += n;
+            }
+        }
+        Ok(out)
+    }
+}
+
 impl StreamLog {
     /// Open (or create) the log in `dir`.
     pub fn open(dir: &Path, max_segment_bytes: u64) -> io::Result<StreamLog> {
@@ -346,43 +404,34 @@ impl StreamLog {
     /// Up to `max_records` records from `from` (or from the first offset
     /// still kept, if `from` is older), stopping after `max_bytes` of data.
     pub fn read(&self, from: u64, max_records: usize, max_bytes: u64) -> io::Result<Vec<Entry>> {
-        let mut out = Vec::new();
-        let mut offset = from.max(self.first_offset());
-        let mut bytes = 0;
+        self.plan(from).read(max_records, max_bytes)
+    }
+
+    /// Where a read from `from` goes: a snapshot of the segments' extents,
+    /// so that the file I/O runs without the log's lock.
+    fn plan(&self, from: u64) -> ReadPlan {
+        let offset = from.max(self.first_offset());
         let at = self.segments.partition_point(|s| s.next() <= offset);
-        for seg in &self.segments[at..] {
-            if out.len() >= max_records || bytes >= max_bytes {
-                break;
-            }
-            if offset >= seg.next() {
-                continue;
-            }
-            let i = seg.index.partition_point(|(o, _)| *o <= offset);
-            let (mut cursor, mut pos) = match i.checked_sub(1).and_then(|i| seg.index.get(i)) {
-                Some(&(o, p)) => (o, p),
-                None => (seg.first, 0),
-            };
-            let mut file = File::open(&seg.path)?;
-            file.seek(SeekFrom::Start(pos))?;
-            let mut r = BufReader::new(file);
-            while cursor < seg.next() && out.len() < max_records && bytes < max_bytes {
-                let Some((ts, data, n)) = read_record(&mut r, cursor, seg.len - pos)? else {
-                    return Err(corrupt(&seg.path, &format!("bad record at byte {pos}")));
+        let extents = self.segments[at..]
+            .iter()
+            .enumerate()
+            .map(|(n, seg)| {
+                // The first segment starts at the index point before `offset`.
+                let i = seg.index.partition_point(|(o, _)| *o <= offset);
+                let (cursor, pos) = match i.checked_sub(1).and_then(|i| seg.index.get(i)) {
+                    Some(&(o, p)) if n == 0 => (o, p),
+                    _ => (seg.first, 0),
                 };
-                if cursor >= offset {
-                    bytes += data.len() as u64;
-                    out.push(Entry {
-                        offset: cursor,
-                        timestamp_ms: ts,
-                        data,
-                    });
+                Extent {
+                    path: seg.path.clone(),
+                    cursor,
+                    pos,
+                    next: seg.next(),
+                    len: seg.len,
                 }
-                cursor += 1;
-                pos += n;
-            }
-            offset = cursor;
-        }
-        Ok(out)
+            })
+            .collect();
+        ReadPlan { offset, extents }
     }
 
     /// The first offset whose record was appended at or after `ts` (the next
@@ -485,8 +534,20 @@ impl SharedLog {
         let _ = self.listener.set(Box::new(f));
     }
 
+    /// Read without holding the log's lock during the file I/O, so that a
+    /// slow read never holds up the storage thread's appends (and with them
+    /// every other write of the broker).
     pub fn read(&self, from: u64, max_records: usize, max_bytes: u64) -> io::Result<Vec<Entry>> {
-        self.read_log().read(from, max_records, max_bytes)
+        let mut tries = 0;
+        loop {
+            let plan = self.read_log().plan(from);
+            match plan.read(max_records, max_bytes) {
+                // Retention removed the segment between the plan and the
+                // read: plan again from what is left.
+                Err(e) if e.kind() == io::ErrorKind::NotFound && tries < 3 => tries += 1,
+                other => return other,
+            }
+        }
     }
 
     pub fn first_offset(&self) -> u64 {
@@ -709,5 +770,21 @@ mod tests {
         assert_eq!(log.offset_at(95).expect("offset"), 10);
         assert_eq!(log.offset_at(100).expect("offset"), 10);
         assert_eq!(log.offset_at(10_000).expect("offset"), 30);
+    }
+
+    #[test]
+    fn a_read_planned_before_retention_reports_the_removed_segment() {
+        let dir = tempfile::tempdir().expect("dir");
+        let mut log = StreamLog::open(dir.path(), 200).expect("open");
+        append(&mut log, &records(40, 0));
+        let plan = log.plan(0);
+        assert!(log.retain(Some(0), None, 0).expect("retain") > 0);
+        let err = plan
+            .read(10, u64::MAX)
+            .expect_err("its first segment is gone");
+        assert_eq!(err.kind(), io::ErrorKind::NotFound);
+        // Planned again, the read starts at the first record still kept.
+        let entries = log.read(0, 10, u64::MAX).expect("read");
+        assert_eq!(entries[0].offset, log.first_offset());
     }
 }
