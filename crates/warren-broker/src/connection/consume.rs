@@ -197,7 +197,12 @@ impl Connection {
         chan.next_delivery_tag += 1;
         let m = message.message.clone();
         let redelivered = message.redelivered;
-        let header = message.wire_header(true).into_owned();
+        // Only a rewritten header (a quorum queue's count) is kept apart; the
+        // publisher's bytes stay shared with `m`.
+        let rewritten = match message.wire_header(true) {
+            std::borrow::Cow::Owned(h) => Some(h),
+            std::borrow::Cow::Borrowed(_) => None,
+        };
         if !g.no_ack {
             chan.unacked.insert(
                 tag,
@@ -218,7 +223,8 @@ impl Connection {
             m.routing_key(),
             remaining,
         );
-        hot::encode_content(&mut self.out, id, &header, m.content.body(), frame_max);
+        let header = rewritten.as_deref().unwrap_or(m.content.header());
+        hot::encode_content(&mut self.out, id, header, m.content.body(), frame_max);
         Ok(())
     }
 
