@@ -29,7 +29,12 @@ def consumer_timeout(ctx):
             # The close reason, as pika saw it.
             raise ch2._closing_reason
         ctx.record(f"{kind}: delivered before", got)
+        # RabbitMQ requeues into a quorum queue asynchronously: wait for it.
+        end = time.monotonic() + 3
         m, p, body = ch.basic_get(q, auto_ack=True)
+        while m is None and time.monotonic() < end:
+            time.sleep(0.1)
+            m, p, body = ch.basic_get(q, auto_ack=True)
         ctx.record(f"{kind}: back in the queue", None if m is None else {
             "body": body, "redelivered": m.redelivered, "headers": p.headers})
         ch.queue_delete(q)
